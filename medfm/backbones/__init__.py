@@ -1,0 +1,121 @@
+"""Backbones: ``create_backbone(name)`` is the one door (like timm's ``create_model``).
+
+It returns the model and its preprocessing together (as open_clip does), so the two never drift
+apart. ``resolve_backbone`` does everything short of building the model — weights located and
+checksummed, preprocessing fixed — which is all the cache fingerprint needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from PIL import Image
+
+from medfm.backbones.entry import BackboneEntry
+from medfm.backbones.features import FEATURE_KINDS, TokenOutput
+from medfm.backbones.loaders import LOADERS
+from medfm.backbones.weights import Weights, resolve_weights
+from medfm.backbones.zoo import BACKBONES
+from medfm.errors import MedfmError
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Grey (and palette, 16-bit, RGBA) images become 3-channel by repeating the grey channel."""
+    if img.mode == "I;16" or img.mode == "I":
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A fully resolved backbone request; ``identity()`` is what the cache fingerprint hashes."""
+
+    entry: BackboneEntry
+    weights: Weights
+    feature: str
+    img_size: int
+    data_config: dict
+
+    def identity(self) -> dict:
+        return {
+            "name": self.entry.name,
+            "loader": self.entry.loader,
+            "model_id": self.entry.model_id,
+            "weights": self.weights.identity(),
+            "feature": self.feature,
+            "preprocessing": {**self.data_config, "channels": "grey repeated to RGB"},
+        }
+
+    @property
+    def entry_native_size(self) -> int:
+        """The input size of the pretrained config (518 for DINOv2), whatever size this spec uses."""
+        return int(LOADERS[self.entry.loader].data_config(self.entry)["input_size"][-1])
+
+    def build(self, device: str | torch.device = "cpu") -> Backbone:
+        net = LOADERS[self.entry.loader].build(self.entry, self.weights, self.img_size)
+        net.eval().requires_grad_(False).to(device)
+        return Backbone(self, net)
+
+
+class Backbone:
+    """A built, frozen backbone: ``transform`` for PIL images, ``embed`` for batches."""
+
+    def __init__(self, spec: BackboneSpec, net: torch.nn.Module):
+        self.spec = spec
+        self.net = net
+        self._loader = LOADERS[spec.entry.loader]
+        self._feature = FEATURE_KINDS.get(spec.feature).fn
+
+    @cached_property
+    def transform(self):
+        import timm.data
+        from torchvision import transforms
+
+        cfg = self.spec.data_config
+        core = timm.data.create_transform(
+            input_size=cfg["input_size"],
+            interpolation=cfg["interpolation"],
+            mean=cfg["mean"],
+            std=cfg["std"],
+            crop_pct=cfg["crop_pct"],
+            crop_mode=cfg.get("crop_mode", "center"),
+            is_training=False,
+        )
+        return transforms.Compose([to_rgb, core])
+
+    def tokens(self, x: torch.Tensor) -> TokenOutput:
+        return self._loader.tokens(self.net, x)
+
+    def embed(self, x: torch.Tensor, with_tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pooled features ``[B, D]`` (the spec's feature kind) and optionally patch tokens ``[B, T, D]``."""
+        out = self.tokens(x)
+        return self._feature(out), (out.patches if with_tokens else None)
+
+    def blocks(self) -> list[torch.nn.Module]:
+        """Ordered blocks/stages, so 'unfreeze the last N' means the same for every architecture."""
+        return self._loader.blocks(self.net)
+
+
+def resolve_backbone(
+    name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None
+) -> BackboneSpec:
+    entry = BACKBONES.get(name)
+    loader = LOADERS[entry.loader]
+    feature = feature or entry.feature
+    FEATURE_KINDS.get(feature)  # unknown kinds fail here, before any work
+    if img_size is not None and entry.arch != "vit" and img_size < 32:
+        raise MedfmError(f"--img-size {img_size} is too small for a CNN", "use at least 32")
+    data_config = loader.data_config(entry)
+    size = img_size or entry.img_size or int(data_config["input_size"][-1])
+    data_config["input_size"] = (3, size, size)
+    resolved = resolve_weights(weights, entry.name, entry.hub or loader.hub(entry), entry.offline_copies)
+    return BackboneSpec(entry, resolved, feature, size, data_config)
+
+
+def create_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None, device="cpu") -> Backbone:
+    return resolve_backbone(name, weights, img_size, feature).build(device)
+
+
+__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "create_backbone", "resolve_backbone", "FEATURE_KINDS"]

