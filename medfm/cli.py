@@ -80,6 +80,7 @@ def probe(
     class_weight: Annotated[Optional[bool], typer.Option("--class-weight/--no-class-weight", help="inverse-frequency class weights")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
     overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="replace results.json in an existing --out")] = None,
+    results: Annotated[Optional[str], typer.Option(help="results store to append to [$MEDFM_RUNS/results.sqlite]")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ):

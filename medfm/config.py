@@ -93,3 +93,4 @@ class ProbeConfig(_Config):
     class_weight: bool = False
     device: str = "auto"
     overwrite: bool = False
+    results: str | None = None  # results store (SQLite) to append to [$MEDFM_RUNS/results.sqlite]

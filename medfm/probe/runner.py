@@ -21,6 +21,7 @@ from medfm.extract.runner import pick_device
 from medfm.metrics import check_metric_for_task, compute_metrics
 from medfm.paths import runs_root
 from medfm.probe.heads import HEADS
+from medfm.results import ResultsStore, run_key
 from medfm.ui import console
 
 VAL_FROM_TRAIN = 0.15
@@ -83,11 +84,18 @@ def run_probe(cfg: ProbeConfig) -> dict:
     if hasattr(head, "grid_"):
         record["grid"] = [{"lr": lr, "weight_decay": wd, "val": None if not np.isfinite(s) else float(s)}
                           for (lr, wd), s in zip(head.grid_, head.val_scores_)]
+    identity = {"kind": "probe", "cache": cache.meta["fingerprint"], "head": cfg.head, "metric": metric,
+                "settings": cfg.to_dict() | {"cache": None, "out": None, "results": None, "overwrite": None,
+                                             "device": None}}
+    record["run_key"] = run_key(identity)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"probe": cfg.to_dict()}, indent=2))
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(out / "results.json")
+    store = ResultsStore(cfg.results)
+    record["stored"] = store.append(record, record["run_key"], kind="probe")
+    record["results_store"] = str(store.path)
     return record
 
 
