@@ -11,9 +11,20 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+_DEMO_FAILURE: list[BaseException] = []
+
+
 @pytest.fixture(scope="session")
 def demo_records(session_cli, data_root, dinov2_s_weights, mobilenet_weights):
-    out = session_cli.json("demo", "--data-root", data_root, "--weights", dinov2_s_weights)
+    # pytest re-runs a failed session fixture for every test that asks for it; the demo takes
+    # minutes, so remember its failure and report it once per dependent test without re-running.
+    if _DEMO_FAILURE:
+        pytest.fail(f"the demo run already failed in this session: {_DEMO_FAILURE[0]!r}")
+    try:
+        out = session_cli.json("demo", "--data-root", data_root, "--weights", dinov2_s_weights)
+    except BaseException as exc:
+        _DEMO_FAILURE.append(exc)
+        raise
     return {r["backbone"]: r for r in out["results"]}
 
 
