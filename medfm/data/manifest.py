@@ -95,9 +95,9 @@ def read_manifest(path: Path) -> tuple[list[Row], list[str] | None]:
                 f"{path}: missing column(s) {', '.join(missing)} (header is {', '.join(fields)})",
                 "a manifest needs columns path,label (or path plus one 0/1 column per label) and optionally split, patient",
             )
-        rows = []
+        rows, end = [], reader.line_num
         for rec in reader:
-            line = reader.line_num
+            line, end = end + 1, reader.line_num  # where the row starts (a quoted field may hold a newline)
             p = (rec[header["path"]] or "").strip()
             lab = "" if multilabel else (rec[header["label"]] or "").strip()
             if not p or (not lab and not multilabel):

@@ -73,9 +73,10 @@ def read_table(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[st
         if missing:
             raise MedfmError(f"{path}: missing column(s) {', '.join(missing)} (header is {', '.join(fields)})",
                              "this is not the official file, or it was edited; re-download it")
-        out = []
-        for rec in reader:
-            out.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in rec.items() if k is not None}))
+        out, end = [], reader.line_num
+        for rec in reader:  # a row's line is where it starts (quoted fields may hold newlines, as CBIS-DDSM's do)
+            out.append((end + 1, {k.strip(): (v or "").strip() for k, v in rec.items() if k is not None}))
+            end = reader.line_num
     if not out:
         raise MedfmError(f"{path}: no rows", "re-download the file")
     return out
