@@ -115,6 +115,27 @@ def demo(
 
 
 @app.command()
+def run(
+    params: Annotated[Optional[str], typer.Option("--params", help="first study's params.json (mapped; used/ignored keys are listed)")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="medfm config (YAML/JSON) with extract + probe, or finetune sections")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only print how --params maps onto medfm")] = False,
+    as_json: JsonOpt = False,
+):
+    """Run a whole experiment from one file: the first study's params.json or medfm's own config."""
+    from medfm.studyparams import run_config_file, run_study_params
+
+    if (params is None) == (config is None):
+        raise MedfmError("give exactly one of --params and --config", "see `medfm run --help`")
+    record = run_study_params(params, dry_run) if params else run_config_file(config)
+    if as_json or dry_run:
+        _emit(record, True)
+    elif "headline_metric" in record:
+        from medfm.report_table import results_table
+
+        _emit(record, False, results_table(record))
+
+
+@app.command()
 def finetune():
     """Fine-tune the last N blocks end to end (not implemented yet)."""
     from medfm.finetune import run_finetune
