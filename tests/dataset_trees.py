@@ -86,7 +86,7 @@ def isic_tree(root: Path, per_class: int = 4, unk: bool = False) -> Path:
     d = root / "isic2019"
     rows, meta = [], []
     k = 0
-    for c, cls in enumerate(ISIC_CLASSES):
+    for c in range(len(ISIC_CLASSES)):
         for j in range(per_class):
             name = f"ISIC_{k:07d}"
             write_png(d / "ISIC_2019_Training_Input" / f"{name}.jpg", k)

@@ -51,7 +51,7 @@ def test_aptos_study_protocol_random_70_15_15_seed_42(tmp_path):
     assert n_per_split(ds) == {"train": 13, "val": 4, "test": 3}  # 20 rows, largest-remainder 70/15/15, one each first
     truth = {f"train_images/{r['id_code']}.png": r["diagnosis"] for r in csv.DictReader(open(d / "train.csv"))}
     assert label_of(ds) == truth
-    assert sorted(np.bincount(np.concatenate([s.labels for s in ds.splits.values()])).tolist()) == sorted([6, 4, 4, 3, 3])
+    assert np.bincount(np.concatenate([s.labels for s in ds.splits.values()])).tolist() == np.bincount(APTOS_GRADES).tolist()
     assert ds.identity["protocol"] == "study" and ds.identity["split"]["seed"] == 42
     assert ds.identity["split"]["policy"] == "random"
     assert create_dataset("aptos2019", tmp_path, seed=7).identity == ds.identity  # the study fixes seed 42
@@ -143,12 +143,14 @@ def test_cbis_ddsm_roi_crops_and_three_classes(tmp_path):
 
 # -- CheXpert ----------------------------------------------------------------------------------------------------
 
-def _chexpert_expected(path: str, policy: str, findings) -> tuple:
+def _chexpert_expected(path: str, policy: str, findings, fill: bool = False) -> tuple:
     p, s, v = int(path.split("patient")[1][:5]), int(path.split("study")[1][0]), int(path.split("view")[1][0])
     out = []
     for name in findings:
         val = chexpert_value(p, s, v, CHEXPERT_OBS.index(name))
         out.append({"1.0": 1, "0.0": 0, "": 0, "-1.0": {"zeros": 0, "ones": 1, "ignore": IGNORE}[policy]}[val])
+    if fill and not any(out):  # the study's code: no positive at all -> "No Finding"
+        out[findings.index("No Finding")] = 1
     return tuple(out)
 
 
@@ -160,7 +162,9 @@ def test_chexpert_study_protocol_uncertainty_policies(tmp_path, policy):
     labels = label_of(ds)
     assert len(labels) == 40
     for path, targets in labels.items():
-        assert targets == _chexpert_expected(path, policy, CHEXPERT_OBS), path
+        assert targets == _chexpert_expected(path, policy, CHEXPERT_OBS, fill=True), path
+    filled = [t for p, t in labels.items() if t != _chexpert_expected(p, policy, CHEXPERT_OBS)]
+    assert filled and all(t == (1,) + (0,) * 13 for t in filled)
     values = set(np.concatenate([s.labels.ravel() for s in ds.splits.values()]).tolist())
     assert values == ({0, 1, IGNORE} if policy == "ignore" else {0, 1})
 

@@ -19,7 +19,6 @@ from medfm.data.base import SPLITS, Dataset, Split
 from medfm.data.images import is_image_file, read_image
 from medfm.data.splits import partition
 from medfm.errors import MedfmError
-from medfm.metrics import IGNORE  # a multilabel target marked "not known": masked in metrics and loss
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from medfm.data.base import Dataset
-from medfm.data.manifest import IGNORE, FileImages, Row, SplitPlan, build_dataset, folder_rows
+from medfm.data.manifest import FileImages, Row, SplitPlan, build_dataset, folder_rows
 from medfm.errors import MedfmError
+from medfm.metrics import IGNORE
 
 
 @dataclass
@@ -192,6 +193,12 @@ def load_chexpert(ctx: LoadContext) -> Dataset:
     policy = ctx.options["uncertain"]
     frontal = ctx.options["frontal"] == "true"
     rows = _chexpert_rows(ctx.path, observations, policy, frontal)
+    if ctx.options["fill_no_finding"] == "true" and "No Finding" in observations:
+        k = observations.index("No Finding")  # the study: a row with no positive at all is 'No Finding'
+        for r in rows:
+            if not any(r.targets):
+                r.targets = tuple(1 if j == k else 0 for j in range(len(observations)))
+        ctx.notes.append("rows without any positive -> No Finding = 1 (as the study's code)")
     if ctx.options["split"] == "sorted_head":  # the study: path-sorted train.csv, first 20 % -> val | test
         rows.sort(key=lambda r: r.path)
         cut_val, cut_test = _patient_boundary(rows, 0.1), _patient_boundary(rows, 0.2)

@@ -117,11 +117,13 @@ study("chexpert", "chexpert", "CheXpert-v1.0-small/train.csv", "multilabel", Non
       "Stanford CheXpert research use agreement",
       "CheXpert: train.csv/valid.csv, 14 observations, uncertain -1 by policy",
       [P("study", "14 observations, U-Zeros, path-sorted train.csv: first 10 % val, next 10 % test (study 1)",
-         (("findings", "14"), ("uncertain", "zeros"), ("split", "sorted_head"), ("frontal", "false"))),
+         (("findings", "14"), ("uncertain", "zeros"), ("split", "sorted_head"), ("frontal", "false"),
+          ("fill_no_finding", "true"))),
        P("official", "5 competition findings, U-Ones, test = valid.csv, val = 10 % of train by patient",
-         (("findings", "5"), ("uncertain", "ones"), ("split", "official"), ("frontal", "false")))],
+         (("findings", "5"), ("uncertain", "ones"), ("split", "official"), ("frontal", "false"),
+          ("fill_no_finding", "false")))],
       (("findings", ("14", "5")), ("uncertain", ("zeros", "ones", "ignore")), ("split", ("sorted_head", "official")),
-       ("frontal", ("false", "true"))))
+       ("frontal", ("false", "true")), ("fill_no_finding", ("true", "false"))))
 study("ham10000", "ham10000", "HAM10000/HAM10000_metadata.csv", "multiclass",
       ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"), "balanced_accuracy", "dermoscopy", "CC BY-NC 4.0",
       "HAM10000 full download: metadata CSV + HAM10000_images_part_{1,2}/; split by lesion",
