@@ -22,7 +22,7 @@ from pathlib import Path
 from medfm.errors import MedfmError
 
 # study 1's dataset names (defaults/datasets.py) -> medfm registry names
-STUDY_DATASETS = {"APTOS2019": "aptos2019", "ISIC2019": "isic2019", "CheXpert": "chexpert", "DDSM": "cbis_ddsm"}
+STUDY_DATASETS = {"APTOS2019": "aptos2019", "ISIC2019": "isic2019", "CheXpert": "chexpert", "DDSM": "ddsm"}
 # study 1's foundation_params.backbone_type -> medfm backbone names
 STUDY_BACKBONES = {
     "dinov2_vits14": "dinov2_vits14", "dinov2_vitb14": "dinov2_vitb14", "dinov2_vitl14": "dinov2_vitl14",

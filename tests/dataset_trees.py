@@ -242,3 +242,15 @@ def brats_tree(root: Path, subjects=(("HGG", 4), ("LGG", 3)), depth: int = 6) ->
             seg[3:4, 3:5, 4] = 2
             write_nifti(d / grade / sid / f"{sid}_seg.nii.gz", seg)
     return d
+
+
+def ddsm_tree(root: Path) -> Path:
+    d = root / "DDSM"
+    lists = {"train": ["normal_01.png", "benign_02.png", "cancer_03.png", "normal_04.png", "cancer_05.png"],
+             "val": ["normal_06.png", "benign_07.png"], "test": ["cancer_08.png", "normal_09.png", "benign_10.png"]}
+    for i, (split, names) in enumerate(lists.items()):
+        for j, name in enumerate(names):
+            write_png(d / "ddsm_raw" / "cases" / name, i * 10 + j, mode="L")
+        (d / "ddsm_raw_image_lists").mkdir(parents=True, exist_ok=True)
+        (d / "ddsm_raw_image_lists" / f"{split}.txt").write_text("".join(f"cases/{n}\n" for n in names))
+    return d

@@ -326,3 +326,29 @@ def test_multilabel_manifest_and_dicom_manifest(tmp_path):
     with pytest.raises(MedfmError, match=r"labels\.csv line 2: column edema is 'maybe', not 0 or 1"):
         create_dataset(str(tmp_path))
     write_png(tmp_path / "x.png", 0)
+
+
+def test_ddsm_as_study_1_read_it(tmp_path):
+    from dataset_trees import ddsm_tree
+
+    ddsm_tree(tmp_path)
+    ds = create_dataset("ddsm", tmp_path)
+    assert ds.classes == ["normal", "abnormal"] and n_per_split(ds) == {"train": 5, "val": 2, "test": 3}
+    assert {s: sp.labels.tolist() for s, sp in ds.splits.items()} == {"train": [0, 1, 1, 0, 1], "val": [0, 1], "test": [1, 0, 1]}
+    three = create_dataset("ddsm:three", tmp_path)
+    assert three.classes == ["normal", "benign", "cancer"] and three.splits["test"].labels.tolist() == [2, 0, 1]
+
+
+def test_ignored_targets_give_no_loss_in_the_linear_probe():
+    import torch
+    import torch.nn.functional as F
+
+    from medfm.probe.linear import LinearProbe
+
+    probe = LinearProbe("multilabel", "roc_auc")
+    logits = torch.tensor([[[2.0, -1.0], [0.5, 3.0], [-2.0, 0.3]]])  # one head, 3 samples, 2 labels
+    y = torch.tensor([[1.0, 0.0], [0.0, float(IGNORE)], [1.0, 1.0]])
+    known = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    per = F.binary_cross_entropy_with_logits(logits[0], y.clamp(max=1), reduction="none")
+    expected = (per * known).sum() / known.sum()
+    assert torch.isclose(probe._loss(logits, y, None), expected)

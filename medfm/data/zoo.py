@@ -143,3 +143,8 @@ study("brats_glioma", "nifti_slices", "brats", "binary", ("HGG", "LGG"), "roc_au
       [P("slices", "T1+T2+FLAIR as RGB, the 10 slices with most tumour (or central), subjects never straddle splits",
          (("modalities", "t1+t2+flair"), ("slices", "10")))],
       (("modalities", ("t1+t2+flair", "flair", "t1", "t2", "t1ce", "t1+t1ce+flair")), ("slices", ("<int>",))))
+study("ddsm", "ddsm_lists", "DDSM", "binary", None, "roc_auc", "mammography", "DDSM terms (USF; research use)",
+      "original DDSM as study 1 read it: ddsm_raw_image_lists/{train,val,test}.txt + ddsm_raw/ images",
+      [P("study", "the study's fixed lists; normal vs benign+cancer (its 2-class mode)", (("labels", "binary"),)),
+       P("three", "the study's fixed lists; normal / benign / cancer", (("labels", "three"),))],
+      (("labels", ("binary", "three")),))
