@@ -352,3 +352,24 @@ def test_ignored_targets_give_no_loss_in_the_linear_probe():
     per = F.binary_cross_entropy_with_logits(logits[0], y.clamp(max=1), reduction="none")
     expected = (per * known).sum() / known.sum()
     assert torch.isclose(probe._loss(logits, y, None), expected)
+
+
+def test_grouped_partition_never_splits_a_group_and_stays_stratified():
+    from medfm.data.splits import grouped_partition
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 120, 600)
+    group_label = rng.integers(0, 3, 120)
+    labels = group_label[groups]
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    parts = grouped_partition(labels, groups.tolist(), fractions, seed=3)
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(600))
+    owner = {}
+    for name, idx in parts.items():
+        for g in set(groups[idx].tolist()):
+            assert owner.setdefault(g, name) == name
+        assert set(labels[idx].tolist()) == {0, 1, 2}
+    n_groups = {name: len(set(groups[idx].tolist())) for name, idx in parts.items()}
+    assert abs(n_groups["train"] / sum(n_groups.values()) - 0.7) < 0.05
+    again = grouped_partition(labels, groups.tolist(), fractions, seed=3)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
