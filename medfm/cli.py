@@ -52,6 +52,7 @@ def extract(
     split_seed: Annotated[Optional[int], typer.Option(help="seed of any split medfm makes [0]")] = None,
     resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="continue an interrupted extraction [on]")] = None,
     chunk_rows: Annotated[Optional[int], typer.Option(help="rows per resumable chunk, a multiple of --batch-size [auto]")] = None,
+    skip_bad: Annotated[Optional[bool], typer.Option("--skip-bad", help="skip rows whose file is missing/unreadable or label unknown (each listed on the log)")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ):
@@ -114,6 +115,27 @@ def demo(
 
 
 @app.command()
+def run(
+    params: Annotated[Optional[str], typer.Option("--params", help="first study's params.json (mapped; used/ignored keys are listed)")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="medfm config (YAML/JSON) with extract + probe, or finetune sections")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only print how --params maps onto medfm")] = False,
+    as_json: JsonOpt = False,
+):
+    """Run a whole experiment from one file: the first study's params.json or medfm's own config."""
+    from medfm.studyparams import run_config_file, run_study_params
+
+    if (params is None) == (config is None):
+        raise MedfmError("give exactly one of --params and --config", "see `medfm run --help`")
+    record = run_study_params(params, dry_run) if params else run_config_file(config)
+    if as_json or dry_run:
+        _emit(record, True)
+    elif "headline_metric" in record:
+        from medfm.report_table import results_table
+
+        _emit(record, False, results_table(record))
+
+
+@app.command()
 def finetune():
     """Fine-tune the last N blocks end to end (not implemented yet)."""
     from medfm.finetune import run_finetune
@@ -143,11 +165,18 @@ def backbones(
     stdout_console().print(t)
 
 
-@app.command()
+datasets_app = typer.Typer(help="List the registered datasets; `medfm datasets inspect` checks one.", invoke_without_command=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.callback()
 def datasets(
+    ctx: typer.Context,
     data_root: Annotated[Optional[str], typer.Option(help="folder holding registry datasets")] = None,
 ):
-    """List the registered datasets and whether their files are under the data root."""
+    """List the registered datasets (with their protocols) and whether their files are under the data root."""
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.table import Table
 
     from medfm.data import DATASETS
@@ -156,12 +185,31 @@ def datasets(
 
     root = find_data_root(data_root)
     t = Table(title=f"{len(DATASETS)} datasets (data root: {root or 'not set'})")
-    for col in ("name", "task", "classes", "headline", "modality", "licence", "present"):
+    for col in ("name", "task", "classes", "headline", "modality", "licence", "protocols", "present"):
         t.add_column(col)
     for name, e in DATASETS.items():
         present = "yes" if root and (root / e.location).exists() else "no"
-        t.add_row(name, e.task, str(len(e.classes or ())), e.headline_metric, e.modality, e.licence, present)
+        protocols = ", ".join(p.name for p in e.protocols)
+        t.add_row(name, e.task, str(len(e.classes or ())), e.headline_metric, e.modality, e.licence, protocols, present)
     stdout_console().print(t)
+
+
+@datasets_app.command("inspect")
+def datasets_inspect(
+    dataset: Annotated[str, typer.Argument(help="registry name (NAME[:PROTOCOL][?K=V]), CSV manifest or image folder")],
+    data_root: Annotated[Optional[str], typer.Option(help="folder holding registry datasets")] = None,
+    split_seed: Annotated[int, typer.Option(help="seed of any split medfm makes")] = 0,
+    decode: Annotated[bool, typer.Option("--decode/--no-decode", help="decode every image (sizes, unreadable files)")] = True,
+    as_json: JsonOpt = False,
+):
+    """Print what medfm understood: classes, counts per split, imbalance, image sizes, problems found."""
+    from medfm.data.inspection import inspect_dataset, print_report
+
+    report = inspect_dataset(dataset, data_root, split_seed, decode)
+    if as_json:
+        _emit(report, True)
+    else:
+        print_report(report)
 
 
 @app.command()

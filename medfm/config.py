@@ -76,6 +76,7 @@ class ExtractConfig(_Config):
     split_seed: int = 0
     resume: bool = True
     chunk_rows: int | None = Field(None, ge=1)  # rows per resumable chunk [auto: <= 1024 rows, <= 32 MB]
+    skip_bad: bool = False  # drop rows with a missing/unreadable file or unknown label, listing each on the log
 
 
 class ProbeConfig(_Config):

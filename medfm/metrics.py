@@ -16,6 +16,7 @@ from sklearn import metrics as skm
 from medfm.registry import Registry
 
 TASKS = ("binary", "multiclass", "multilabel")
+IGNORE = 255  # a multilabel target value meaning "not known" (e.g. CheXpert uncertain under policy 'ignore')
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,12 @@ def _auc_per_column(y_onehot: np.ndarray, y_score: np.ndarray) -> float:
     A class absent from a small test split would make sklearn raise; averaging over the columns
     that are defined is what the MedMNIST and CheXpert evaluations do.
     """
-    aucs = [
-        skm.roc_auc_score(y_onehot[:, c], y_score[:, c])
-        for c in range(y_onehot.shape[1])
-        if 0 < y_onehot[:, c].sum() < len(y_onehot)
-    ]
+    aucs = []
+    for c in range(y_onehot.shape[1]):
+        known = y_onehot[:, c] != IGNORE  # multilabel targets marked "not known" are left out of that column
+        t = y_onehot[known, c]
+        if 0 < t.sum() < len(t):
+            aucs.append(skm.roc_auc_score(t, y_score[known, c]))
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
@@ -73,7 +75,8 @@ def roc_auc(y_true, y_score):
 def accuracy(y_true, y_score):
     y_true = np.asarray(y_true)
     if y_true.ndim == 2:
-        return float(((np.asarray(y_score) >= 0.5) == (y_true > 0)).mean())
+        known = y_true != IGNORE
+        return float(((np.asarray(y_score) >= 0.5) == (y_true == 1))[known].mean())
     return float((_pred(y_score) == y_true).mean())
 
 
@@ -86,7 +89,10 @@ def balanced_accuracy(y_true, y_score):
 def f1_macro(y_true, y_score):
     y_true = np.asarray(y_true)
     if y_true.ndim == 2:
-        return float(skm.f1_score(y_true, np.asarray(y_score) >= 0.5, average="macro", zero_division=0))
+        pred = np.asarray(y_score) >= 0.5
+        f1s = [skm.f1_score(y_true[k, c], pred[k, c], zero_division=0)
+               for c in range(y_true.shape[1]) for k in [y_true[:, c] != IGNORE]]
+        return float(np.mean(f1s))
     labels = np.arange(np.asarray(y_score).shape[1])
     return float(skm.f1_score(y_true, _pred(y_score), labels=labels, average="macro", zero_division=0))
 

@@ -50,6 +50,7 @@ class Dataset:
     identity: dict  # hashed into the cache fingerprint: content, never location
     notes: list[str] = field(default_factory=list)  # e.g. how a missing split was made
     source: str = ""  # where it was read from (provenance only, not part of the identity)
+    skipped: list[str] = field(default_factory=list)  # rows dropped by --skip-bad, each "file (row): why"
 
     @property
     def num_classes(self) -> int:
@@ -60,7 +61,7 @@ class Dataset:
         out = {}
         for name, split in self.splits.items():
             if self.task == "multilabel":
-                counts = split.labels.sum(axis=0).astype(int).tolist()
+                counts = (split.labels == 1).sum(axis=0).astype(int).tolist()  # IGNORE (255) is not a positive
             else:
                 counts = np.bincount(split.labels, minlength=self.num_classes).astype(int).tolist()
             out[name] = {"n": len(split), "per_class": dict(zip(self.classes, counts))}

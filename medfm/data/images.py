@@ -27,7 +27,36 @@ def reader(*suffixes: str):
 def read_pil(path: Path) -> Image.Image:
     with Image.open(path) as img:
         img.load()  # decode now, so a truncated file fails here and not later
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / float TIFF and PNG: scale, never clip
+            return grey_to_uint8(np.asarray(img, dtype=np.float64))
         return img
+
+
+@reader(".dcm", ".dicom")
+def read_dicom_file(path: Path) -> Image.Image:
+    from medfm.data.medical import read_dicom
+
+    return read_dicom(path)
+
+
+@reader(".nii", ".nii.gz")
+def read_nifti_file(path: Path) -> Image.Image:
+    from medfm.data.medical import read_nifti
+
+    return read_nifti(path)
+
+
+def grey_to_uint8(arr: np.ndarray, lo: float | None = None, hi: float | None = None) -> Image.Image:
+    """A float grey image scaled linearly so [lo, hi] (default: its min and max) maps to 0..255.
+
+    Values outside an explicit [lo, hi] (a DICOM window) saturate; without one the full range is
+    kept, so 12/16-bit data never wraps or clips. A constant image becomes black.
+    """
+    arr = np.asarray(arr, dtype=np.float64)
+    lo = float(np.nanmin(arr)) if lo is None else lo
+    hi = float(np.nanmax(arr)) if hi is None else hi
+    scaled = np.zeros_like(arr) if hi <= lo else np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
+    return to_pil(np.rint(np.nan_to_num(scaled) * 255).astype(np.uint8))
 
 
 def image_suffix(path: Path) -> str:

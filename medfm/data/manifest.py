@@ -17,7 +17,7 @@ import numpy as np
 
 from medfm.data.base import SPLITS, Dataset, Split
 from medfm.data.images import is_image_file, read_image
-from medfm.data.splits import stratified_partition
+from medfm.data.splits import partition
 from medfm.errors import MedfmError
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -25,12 +25,34 @@ DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 VAL_FROM_TRAIN = 0.15
 
 
+RESERVED_COLUMNS = ("path", "label", "split", "patient")
+
+
 @dataclass
 class Row:
     path: str  # as written in the manifest, relative to its folder
-    label: str
+    label: str  # class name ("" for multilabel rows, whose labels are ``targets``)
     split: str | None
     line: int  # 1-based line in the manifest, for error messages
+    group: str | None = None  # patient / lesion / subject id: rows of one group never straddle splits
+    targets: tuple[int, ...] | None = None  # multilabel 0/1 (or IGNORE) per class
+    source: Path | None = None  # the file this row was read from, when not the manifest (e.g. CBIS-DDSM's CSVs)
+    frame: int | None = None  # slice index inside a volume (NIfTI slice datasets)
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """How medfm makes the splits a dataset does not give: fractions, seed, stratified or plain random."""
+
+    fractions: tuple[tuple[str, float], ...] = tuple(DEFAULT_FRACTIONS.items())
+    seed: int = 0
+    stratified: bool = True
+    val_fraction: float = VAL_FROM_TRAIN  # carved from train when only train/test are given
+
+
+def where(row: Row, manifest: Path | None, root: Path) -> str:
+    src = row.source or manifest
+    return f"{src} line {row.line}" if src else str(root / row.path)
 
 
 class FileImages:
@@ -44,28 +66,49 @@ class FileImages:
         return read_image(self.root / self.rows[i].path)
 
     def describe(self, i: int) -> str:
-        where = f" (line {self.rows[i].line} of {self.manifest})" if self.manifest else ""
-        return f"{self.root / self.rows[i].path}{where}"
+        r = self.rows[i]
+        src = r.source or self.manifest
+        where = f" (line {r.line} of {src})" if src else ""
+        return f"{self.root / r.path}{where}"
 
 
 def read_csv_rows(path: Path) -> list[Row]:
+    """Rows of a ``path,label[,split][,patient]`` manifest, or a multilabel one: ``path`` plus one 0/1 column per label."""
+    rows, _ = read_manifest(path)
+    return rows
+
+
+def read_manifest(path: Path) -> tuple[list[Row], list[str] | None]:
+    """Rows and, for a multilabel manifest, its label columns (the classes, in column order)."""
     if not path.is_file():
         raise MedfmError(f"manifest {path} not found", "check --dataset / --data-root")
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        header = {(h or "").strip().lower(): h for h in reader.fieldnames or []}
-        missing = [c for c in ("path", "label") if c not in header]
+        fields = [h for h in reader.fieldnames or [] if h is not None]
+        header = {h.strip().lower(): h for h in fields}
+        label_cols = [h for h in fields if h.strip().lower() not in RESERVED_COLUMNS] if "label" not in header else []
+        multilabel = "path" in header and len(label_cols) >= 2
+        missing = [c for c in ("path", "label") if c not in header and not (c == "label" and multilabel)]
         if missing:
             raise MedfmError(
-                f"{path}: missing column(s) {', '.join(missing)} (header is {', '.join(reader.fieldnames or [])})",
-                "a manifest needs columns path,label and optionally split",
+                f"{path}: missing column(s) {', '.join(missing)} (header is {', '.join(fields)})",
+                "a manifest needs columns path,label (or path plus one 0/1 column per label) and optionally split, patient",
             )
-        rows = []
+        rows, end = [], reader.line_num
         for rec in reader:
-            line = reader.line_num
-            p, lab = (rec[header["path"]] or "").strip(), (rec[header["label"]] or "").strip()
-            if not p or not lab:
+            line, end = end + 1, reader.line_num  # where the row starts (a quoted field may hold a newline)
+            p = (rec[header["path"]] or "").strip()
+            lab = "" if multilabel else (rec[header["label"]] or "").strip()
+            if not p or (not lab and not multilabel):
                 raise MedfmError(f"{path} line {line}: empty {'path' if not p else 'label'}", "fill it in or delete the row")
+            targets = None
+            if multilabel:
+                vals = [(rec[c] or "").strip() for c in label_cols]
+                bad = [c for c, v in zip(label_cols, vals) if v not in ("0", "1", "0.0", "1.0")]
+                if bad:
+                    raise MedfmError(f"{path} line {line}: column {bad[0]} is {rec[bad[0]]!r}, not 0 or 1",
+                                     "a multilabel manifest holds 0/1 in every label column")
+                targets = tuple(int(float(v)) for v in vals)
             split = None
             if "split" in header:
                 raw = (rec[header["split"]] or "").strip().lower()
@@ -74,10 +117,11 @@ def read_csv_rows(path: Path) -> list[Row]:
                         f"{path} line {line}: split {raw!r} is not train, val or test", "fix the split column"
                     )
                 split = SPLIT_ALIASES.get(raw)  # empty: checked against the other rows in _split
-            rows.append(Row(p, lab, split, line))
+            group = (rec[header["patient"]] or "").strip() or None if "patient" in header else None
+            rows.append(Row(p, lab, split, line, group, targets))
     if not rows:
         raise MedfmError(f"{path}: the manifest has no rows", "add path,label rows")
-    return rows
+    return rows, ([c.strip() for c in label_cols] if multilabel else None)
 
 
 def folder_rows(root: Path) -> list[Row]:
@@ -105,62 +149,139 @@ def build_dataset(
     classes: list[str] | None = None,
     headline_metric: str = "roc_auc",
     seed: int = 0,
+    *,
+    task: str | None = None,
+    plan: SplitPlan | None = None,
+    images=FileImages,
+    skip_bad: bool = False,
+    check_images: bool | None = None,
 ) -> Dataset:
-    where = (lambda r: f"{manifest} line {r.line}") if manifest else (lambda r: str(root / r.path))
-    missing = [r for r in rows if not (root / r.path).is_file()]
-    if missing:
+    """Validate rows (files exist, labels known, no empty class), split them, and make the Dataset.
+
+    Every problem names the file and row. With ``skip_bad`` a bad row (file missing, label unknown,
+    image unreadable: every image is decoded once to find out) is dropped instead, and listed in
+    ``Dataset.skipped`` and on the log; nothing is ever dropped silently.
+    """
+    plan = plan or SplitPlan(seed=seed)
+    multilabel = task == "multilabel" or rows[0].targets is not None
+    skipped: list[str] = []
+
+    def bad(r: Row, problem: str, fix: str) -> None:
+        if not skip_bad:
+            raise MedfmError(f"{where(r, manifest, root)}: {problem}", fix)
+        skipped.append(f"{root / r.path} ({where(r, manifest, root)}): {problem}")
+
+    missing = [r for r in rows if not (root / r.path).exists()]
+    if missing and not skip_bad:
         r = missing[0]
         raise MedfmError(
-            f"{where(r)}: image {root / r.path} does not exist ({len(missing)} of {len(rows)} listed files are missing)",
-            "fix the path column (paths are relative to the manifest's folder)",
+            f"{where(r, manifest, root)}: image {root / r.path} does not exist ({len(missing)} of {len(rows)} listed files are missing)",
+            "fix the path column (paths are relative to the manifest's folder), or pass --skip-bad to skip such rows",
         )
-    if classes is None:
-        found = {r.label for r in rows}
-        numeric = all(lab.lstrip("-").isdigit() for lab in found)
-        classes = sorted(found, key=int) if numeric else sorted(found)
-    index = {c: i for i, c in enumerate(classes)}
-    for r in rows:
-        if r.label not in index:
-            raise MedfmError(
-                f"{where(r)}: label {r.label!r} is not one of this dataset's classes ({', '.join(classes)})",
-                "fix the label, or use --dataset with the manifest path to let medfm infer the classes",
-            )
-    labels = np.array([index[r.label] for r in rows], dtype=np.int64)
-    empty = [c for c, n in zip(classes, np.bincount(labels, minlength=len(classes))) if n == 0]
+    for r in missing:
+        bad(r, "file does not exist", "")
+    rows = [r for r in rows if (root / r.path).exists()] if missing else rows
+    if multilabel:
+        if classes is None:
+            raise MedfmError(f"{manifest or root}: a multilabel dataset needs its label names", "add a header row")
+    else:
+        if classes is None:
+            found = {r.label for r in rows}
+            numeric = all(lab.lstrip("-").isdigit() for lab in found)
+            classes = sorted(found, key=int) if numeric else sorted(found)
+        index = {c: i for i, c in enumerate(classes)}
+        for r in rows:
+            if r.label not in index:
+                bad(r, f"label {r.label!r} is not one of this dataset's classes ({', '.join(classes)})",
+                    "fix the label, or use --dataset with the manifest path to let medfm infer the classes")
+        rows = [r for r in rows if r.label in index]
+    if skip_bad if check_images is None else check_images:
+        rows = _decodable(rows, root, manifest, images, skipped)
+    if not rows:
+        raise MedfmError(f"{manifest or root}: no usable rows left", "see the skipped files listed above")
+    if multilabel:
+        labels = np.array([r.targets for r in rows], dtype=np.uint8)
+        counts = (labels == 1).sum(axis=0)
+    else:
+        labels = np.array([index[r.label] for r in rows], dtype=np.int64)
+        counts = np.bincount(labels, minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
     if empty:
-        raise MedfmError(f"{manifest or root}: class(es) {', '.join(empty)} have no images", "add images or drop the class")
+        raise MedfmError(f"{manifest or root}: class(es) {', '.join(empty)} have no images",
+                         "add images or drop the class (a class no sample has cannot be learned or scored)")
 
-    parts, policy = _split(rows, labels, seed, manifest or root)
+    parts, policy = _split(rows, labels, plan, manifest or root)
     splits = {
-        s: Split([rows[i].path for i in idx], labels[idx], FileImages(root, [rows[i] for i in idx], manifest))
+        s: Split([_row_id(rows[i]) for i in idx], labels[idx], images(root, [rows[i] for i in idx], manifest))
         for s, idx in parts.items()
     }
     digest = hashlib.sha256()
     for r, lab in zip(rows, labels):
-        digest.update(f"{r.path}\t{lab}\t{r.split}\t{(root / r.path).stat().st_size}\n".encode())
+        size = (root / r.path).stat().st_size if (root / r.path).is_file() else 0
+        lab_txt = ",".join(map(str, lab)) if multilabel else lab
+        extra = f"\t{r.group}\t{r.frame}" if (r.group is not None or r.frame is not None) else ""
+        digest.update(f"{r.path}\t{lab_txt}\t{r.split}\t{size}{extra}\n".encode())
     identity = {"reader": "manifest" if manifest else "folder", "rows_sha256": digest.hexdigest(), "split": policy}
-    task = "binary" if len(classes) == 2 else "multiclass"
-    notes = [policy["description"]]
-    return Dataset(name, task, list(classes), headline_metric, splits, identity, notes)
+    task = "multilabel" if multilabel else ("binary" if len(classes) == 2 else "multiclass")
+    notes = [policy["description"]] + ([f"skipped {len(skipped)} bad row(s) (--skip-bad)"] if skipped else [])
+    ds = Dataset(name, task, list(classes), headline_metric, splits, identity, notes)
+    ds.skipped = skipped
+    return ds
 
 
-def _split(rows: list[Row], labels: np.ndarray, seed: int, source: Path) -> tuple[dict[str, np.ndarray], dict]:
+def _row_id(r: Row) -> str:
+    return r.path if r.frame is None else f"{r.path}#{r.frame}"
+
+
+def _decodable(rows: list[Row], root: Path, manifest: Path | None, images, skipped: list[str]) -> list[Row]:
+    """Rows whose image decodes (--skip-bad): each failure is recorded, never dropped silently."""
+    from medfm.ui import progress
+
+    source, keep = images(root, rows, manifest), []
+    with progress() as bar:
+        task = bar.add_task("check", total=len(rows), rate="")
+        for i, r in enumerate(rows):
+            try:
+                source.load(i)
+                keep.append(r)
+            except Exception as exc:  # noqa: BLE001 - every decoder failure means "skip this file"
+                skipped.append(f"{source.describe(i)}: unreadable ({getattr(exc, 'reason', exc)})")
+            bar.update(task, advance=1)
+    return keep
+
+
+def _split(rows: list[Row], labels: np.ndarray, plan: SplitPlan, source: Path) -> tuple[dict[str, np.ndarray], dict]:
     given = [r.split for r in rows]
+    groups = [r.group for r in rows]
+    grouped = any(g is not None for g in groups)
+    fractions = dict(plan.fractions)
     if all(s is None for s in given):
-        parts = stratified_partition(labels, DEFAULT_FRACTIONS, seed)
-        desc = f"no split column: stratified 70/15/15 train/val/test split, seed {seed}"
-        return parts, {"policy": "stratified", "fractions": DEFAULT_FRACTIONS, "seed": seed, "description": desc}
+        parts = partition(labels, fractions, plan.seed, groups if grouped else None, plan.stratified)
+        pct = "/".join(f"{round(v * 100)}" for v in fractions.values())
+        kind = "stratified" if plan.stratified and labels.ndim == 1 else "random"
+        desc = (f"{'no split column: ' if not grouped else ''}{kind} {pct} {'/'.join(fractions)} split"
+                f"{', grouped (patient/lesion/subject)' if grouped else ''}, seed {plan.seed}")
+        policy = {"policy": kind, "fractions": fractions, "seed": plan.seed, "description": desc}
+        if grouped:
+            policy["grouped"] = True
+        return parts, policy
     if any(s is None for s in given):
         r = next(r for r in rows if r.split is None)
-        raise MedfmError(f"{source} line {r.line}: empty split while other rows have one", "fill in the split column")
+        raise MedfmError(f"{r.source or source} line {r.line}: empty split while other rows have one", "fill in the split column")
     given_arr = np.array(given)
     if not (given_arr == "test").any() or not (given_arr == "train").any():
         raise MedfmError(f"{source}: the split column needs both train and test rows", "fix the split column")
     parts = {s: np.flatnonzero(given_arr == s) for s in SPLITS}
     if len(parts["val"]):
-        return parts, {"policy": "official", "description": "official split from the manifest"}
+        return parts, {"policy": "official", "description": "official split, as given by the dataset's files"}
     train = parts["train"]
-    carved = stratified_partition(labels[train], {"train": 1 - VAL_FROM_TRAIN, "val": VAL_FROM_TRAIN}, seed)
+    frac = plan.val_fraction
+    carved = partition(labels[train], {"train": 1 - frac, "val": frac}, plan.seed,
+                       [groups[i] for i in train] if grouped else None, plan.stratified)
     parts["train"], parts["val"] = train[carved["train"]], train[carved["val"]]
-    desc = f"official train/test split; val = stratified {VAL_FROM_TRAIN:.0%} of train, seed {seed}"
-    return parts, {"policy": "official+val_from_train", "val_fraction": VAL_FROM_TRAIN, "seed": seed, "description": desc}
+    desc = (f"official train/test split; val = stratified {frac:.0%} of train"
+            f"{' grouped (patient/lesion/subject)' if grouped else ''}, seed {plan.seed}")
+    policy = {"policy": "official+val_from_train", "val_fraction": frac, "seed": plan.seed, "description": desc}
+    if grouped:
+        policy["grouped"] = True
+    return parts, policy

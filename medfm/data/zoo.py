@@ -12,6 +12,15 @@ from medfm.registry import Registry
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """A named way of reading a dataset (labels, split) — ``NAME:PROTOCOL`` selects it; the first is the default."""
+
+    name: str
+    description: str
+    options: tuple[tuple[str, str], ...] = ()  # option defaults this protocol sets
+
+
+@dataclass(frozen=True)
 class DatasetEntry:
     name: str
     reader: str  # key of READERS in medfm.data
@@ -23,6 +32,8 @@ class DatasetEntry:
     licence: str
     overlaps_with: tuple[str, ...] = ()
     description: str = ""
+    protocols: tuple[Protocol, ...] = ()  # first = default
+    options: tuple[tuple[str, tuple[str, ...]], ...] = ()  # option -> allowed values ("<int>" = any integer)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset", "medfm datasets")
@@ -71,3 +82,69 @@ DATASETS.add("ham10000_224", DatasetEntry(
 DATASETS.add("kermany_cxr_224", DatasetEntry(
     "kermany_cxr_224", "manifest", "kermany_cxr_224/labels.csv", "binary", ("NORMAL", "PNEUMONIA"), "roc_auc",
     "chest x-ray", "CC BY 4.0", ("pneumoniamnist",), "Kermany pediatric CXR subset, 224 px, official train/test"))
+
+
+# -- the studies' datasets, read from their official on-disk layouts (loaders in studies.py) --------------
+
+P = Protocol
+SEED = ("seed", ("<int>",))
+
+
+def study(name, layout, location, task, classes, headline, modality, licence, description, protocols, options=(), **kw):
+    DATASETS.add(name, DatasetEntry(name, layout, location, task, tuple(classes) if classes else None, headline, modality,
+                                    licence, description=description, protocols=tuple(protocols),
+                                    options=(SEED, *options), **kw))
+
+
+study("aptos2019", "aptos2019", "aptos2019/train.csv", "multiclass", ("0", "1", "2", "3", "4"), "quadratic_kappa",
+      "fundus", "Kaggle competition rules (research use)", "APTOS 2019 DR grades 0-4: train.csv + train_images/*.png",
+      [P("study", "random 70/15/15, seed 42 (study 1)", (("split", "random"), ("seed", "42"))),
+       P("stratified", "stratified 70/15/15, --split-seed", (("split", "stratified"),))],
+      (("split", ("random", "stratified")),))
+study("isic2019", "isic2019", "isic2019/ISIC_2019_Training_GroundTruth.csv", "multiclass",
+      ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"), "balanced_accuracy", "dermoscopy", "CC BY-NC 4.0",
+      "ISIC 2019: one-hot GroundTruth CSV + ISIC_2019_Training_Input/*.jpg; UNK rows are unknown labels",
+      [P("study", "random 80/10/10, seed 42 (study 1)", (("split", "random"), ("seed", "42"), ("group", "none"))),
+       P("grouped", "stratified 80/10/10 with images of one lesion together (metadata lesion_id)",
+         (("split", "stratified"), ("group", "lesion")))],
+      (("split", ("random", "stratified")), ("group", ("none", "lesion"))))
+study("cbis_ddsm", "cbis_ddsm", "cbis_ddsm", "binary", None, "roc_auc", "mammography", "CC BY 3.0 (TCIA)",
+      "CBIS-DDSM: mass/calc train/test description CSVs, DICOM paths relative to the folder",
+      [P("official", "official train/test CSVs, val = 15 % of train by patient",
+         (("crop", "full"), ("abnormality", "both"), ("labels", "binary")))],
+      (("crop", ("full", "roi")), ("abnormality", ("both", "mass", "calc")), ("labels", ("binary", "three"))))
+study("chexpert", "chexpert", "CheXpert-v1.0-small/train.csv", "multilabel", None, "roc_auc", "chest x-ray",
+      "Stanford CheXpert research use agreement",
+      "CheXpert: train.csv/valid.csv, 14 observations, uncertain -1 by policy",
+      [P("study", "14 observations, U-Zeros, path-sorted train.csv: first 10 % val, next 10 % test (study 1)",
+         (("findings", "14"), ("uncertain", "zeros"), ("split", "sorted_head"), ("frontal", "false"),
+          ("fill_no_finding", "true"))),
+       P("official", "5 competition findings, U-Ones, test = valid.csv, val = 10 % of train by patient",
+         (("findings", "5"), ("uncertain", "ones"), ("split", "official"), ("frontal", "false"),
+          ("fill_no_finding", "false")))],
+      (("findings", ("14", "5")), ("uncertain", ("zeros", "ones", "ignore")), ("split", ("sorted_head", "official")),
+       ("frontal", ("false", "true")), ("fill_no_finding", ("true", "false"))))
+study("ham10000", "ham10000", "HAM10000/HAM10000_metadata.csv", "multiclass",
+      ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"), "balanced_accuracy", "dermoscopy", "CC BY-NC 4.0",
+      "HAM10000 full download: metadata CSV + HAM10000_images_part_{1,2}/; split by lesion",
+      [P("grouped", "stratified 70/15/15, images of one lesion together")])
+study("idrid", "idrid", "idrid", "multiclass", ("0", "1", "2", "3", "4"), "quadratic_kappa", "fundus", "CC BY 4.0",
+      "IDRiD disease grading (B. Disease Grading folder): official train/test CSVs",
+      [P("official", "official train/test, val = 15 % of train")])
+study("ichallenge_amd", "folder", "ichallenge_amd/Training400", "binary", ("AMD", "Non-AMD"), "roc_auc", "fundus",
+      "iChallenge-AMD terms (research use)", "iChallenge-AMD Training400/{AMD,Non-AMD}/*.jpg (study 3)",
+      [P("stratified", "stratified 70/15/15, --split-seed")])
+study("chest_xray_pneumonia", "split_folders", "chest_xray", "binary", ("NORMAL", "PNEUMONIA"), "roc_auc", "chest x-ray",
+      "CC BY 4.0", "Kermany pediatric CXR: chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (study 3)",
+      [P("official", "official train/val/test folders (val carved from train if absent)")],
+      overlaps_with=("pneumoniamnist", "kermany_cxr_224"))
+study("brats_glioma", "nifti_slices", "brats", "binary", ("HGG", "LGG"), "roc_auc", "brain MRI", "BraTS data use terms",
+      "glioma grading from BraTS-style <grade>/<subject>/<subject>_{t1,t2,flair,seg}.nii.gz, 2-D axial slices",
+      [P("slices", "T1+T2+FLAIR as RGB, the 10 slices with most tumour (or central), subjects never straddle splits",
+         (("modalities", "t1+t2+flair"), ("slices", "10")))],
+      (("modalities", ("t1+t2+flair", "flair", "t1", "t2", "t1ce", "t1+t1ce+flair")), ("slices", ("<int>",))))
+study("ddsm", "ddsm_lists", "DDSM", "binary", None, "roc_auc", "mammography", "DDSM terms (USF; research use)",
+      "original DDSM as study 1 read it: ddsm_raw_image_lists/{train,val,test}.txt + ddsm_raw/ images",
+      [P("study", "the study's fixed lists; normal vs benign+cancer (its 2-class mode)", (("labels", "binary"),)),
+       P("three", "the study's fixed lists; normal / benign / cancer", (("labels", "three"),))],
+      (("labels", ("binary", "three")),))

@@ -21,6 +21,7 @@ from medfm.cache.store import (FORMAT, FORMAT_VERSION, SplitLayout, ZarrCacheWri
                                read_meta, working_path)
 from medfm.config import ExtractConfig
 from medfm.data import Dataset, create_dataset
+from medfm.data.splits import split_file_path, write_split_file
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers, make_loader
 from medfm.paths import cache_root
@@ -71,7 +72,7 @@ def default_cache_path(dataset: Dataset, spec: BackboneSpec, digest: str, fmt: s
 
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
     start = time.perf_counter()
-    dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed)
+    dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, skip_bad=cfg.skip_bad)
     spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature)
     inputs = fingerprint_inputs(cfg, dataset, spec)
     digest = fingerprint(inputs)
@@ -81,6 +82,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 
     final_meta = read_meta(path)
     check_matches(path, final_meta, digest, inputs)
+    write_split_file(dataset, split_file_path(path))  # its sha256 is in the fingerprint: same path, same bytes
     if final_meta and final_meta.get("complete"):
         console.print(f"[green]reusing finished cache[/] {path} (fingerprint {digest[:12]}); no backbone work done")
         return ExtractResult(path, digest, 0, True, time.perf_counter() - start)
@@ -121,6 +123,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "dataset": {"name": dataset.name, "task": dataset.task, "classes": dataset.classes,
                     "headline_metric": dataset.headline_metric, "source": dataset.source, "notes": dataset.notes,
+                    "skipped": dataset.skipped, "split_file": str(split_file_path(path)),
                     "counts": dataset.summary()},
         "backbone": {**spec.identity(), "family": spec.entry.family, "feature_dim": dim,
                      "token_shape": list(token_shape) if token_shape else None, "weights_path": str(spec.weights.path)},

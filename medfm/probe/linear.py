@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medfm.metrics import METRICS
+from medfm.metrics import IGNORE, METRICS
 
 
 class LinearProbe:
@@ -112,9 +112,9 @@ class LinearProbe:
         p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
 
     def _class_weights(self, y: np.ndarray) -> torch.Tensor:
-        counts = y.sum(0) if self.task == "multilabel" else np.bincount(y, minlength=self.num_classes_)
+        counts = (y == 1).sum(0) if self.task == "multilabel" else np.bincount(y, minlength=self.num_classes_)
         if self.task == "multilabel":  # positive weight = negatives / positives, per label
-            w = (len(y) - counts) / np.maximum(counts, 1)
+            w = ((y == 0).sum(0)) / np.maximum(counts, 1)
         else:
             w = len(y) / (self.num_classes_ * np.maximum(counts, 1))
         return torch.as_tensor(w, dtype=torch.float32, device=self.device)
@@ -123,8 +123,10 @@ class LinearProbe:
         """Sum over heads of each head's mean loss, so each head's gradient is its own."""
         g, bsz, c = logits.shape
         if self.task == "multilabel":
-            per = F.binary_cross_entropy_with_logits(logits, y.expand(g, -1, -1), pos_weight=weight, reduction="none")
-            return per.mean((1, 2)).sum()
+            known = (y != IGNORE).float()  # "not known" targets (CheXpert uncertain, policy ignore) give no gradient
+            target = (y * known).expand(g, -1, -1)
+            per = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight, reduction="none") * known
+            return (per.sum((1, 2)) / known.sum().clamp(min=1)).sum()
         per = F.cross_entropy(logits.reshape(g * bsz, c), y.repeat(g), weight=weight, reduction="none").view(g, bsz)
         if weight is None:
             return per.mean(1).sum()
