@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from medfm.config import _Config
 
@@ -38,6 +38,7 @@ class FinetuneConfig(_Config):
     colour_jitter: float | None = Field(None, ge=0)  # override the policy's jitter (grey modalities: 0 unless set)
     class_weight: bool = False  # inverse-frequency class weights in the loss
     balanced_sampling: bool = False  # draw training samples with equal class probability instead
+    keep: Literal["best", "last"] = "best"  # weights tested: the best epoch on val, or the last epoch
     early_stop_patience: int = Field(0, ge=0)  # epochs without val improvement before stopping; 0 = off
     fraction: float = Field(1.0, gt=0, le=1)  # label budget: stratified share of train (>= 1 per class)
     seed: int = 0  # training seed (label budget, init of the head, order, augmentation)
@@ -50,6 +51,13 @@ class FinetuneConfig(_Config):
     overwrite: bool = False
     save_model: bool = True  # write the best model's full state_dict to <out>/model.pt
     results: str | None = None  # results store (SQLite) to append to [$MEDFM_RUNS/results.sqlite]
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _unfreeze_range(cls, v):
+        if isinstance(v, int) and v < -1:
+            raise ValueError("must be >= 0, or -1 / 'all' for a full fine-tune")
+        return v
 
     def blocks_to_unfreeze(self, total: int) -> int:
         """How many of ``total`` blocks train."""

@@ -37,7 +37,13 @@ FINETUNE_HEADS: Registry[HeadEntry] = Registry("fine-tune head", "medfm finetune
 
 
 def _linear(dim: int, num_classes: int, cfg, num_tokens: int) -> nn.Module:
-    return nn.Linear(dim, num_classes)
+    """Zero-initialised, as the probe's heads: training starts from the uniform prediction, so the
+    first steps push no random gradients into the unfrozen blocks, and ``--unfreeze 0`` trains
+    exactly the head ``medfm probe`` would (the agreement the tests check)."""
+    head = nn.Linear(dim, num_classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
 
 
 def _deit(dim: int, num_classes: int, cfg, num_tokens: int) -> nn.Module:

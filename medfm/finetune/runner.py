@@ -94,19 +94,19 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
 
     # data
     train = dataset.splits["train"]
-    keep = label_budget(train.labels, cfg.fraction, cfg.seed)
+    train_idx = label_budget(train.labels, cfg.fraction, cfg.seed)
     aug_name, aug = policy_for(cfg.augment, dataset.name, cfg.colour_jitter)
-    train_ds = SeededImages(train, train_transform(backbone, aug), keep.tolist(), cfg.seed)
+    train_ds = SeededImages(train, train_transform(backbone, aug), train_idx.tolist(), cfg.seed)
     workers = cfg.num_workers if cfg.num_workers is not None else default_workers(device)
     pin = device.type == "cuda"
     loader_gen = torch.Generator().manual_seed(cfg.seed)
     per_rank = cfg.batch_size // d.world
-    loader = train_loader(train_ds, train.labels[keep], per_rank, cfg.balanced_sampling, cfg.seed, d.rank, d.world,
+    loader = train_loader(train_ds, train.labels[train_idx], per_rank, cfg.balanced_sampling, cfg.seed, d.rank, d.world,
                           workers, pin, loader_gen)
     evals = {s: eval_loader(dataset.splits[s], backbone.transform, d.rank, d.world, per_rank, workers, pin)
              for s in ("val", "test")}
     labels_t = torch.as_tensor(train.labels)
-    weight = class_weights(train.labels[keep], C, task).to(device) if cfg.class_weight else None
+    weight = class_weights(train.labels[train_idx], C, task).to(device) if cfg.class_weight else None
 
     # optimiser + schedule
     updates_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
@@ -138,7 +138,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     eval_model = wrapped if cfg.distributed == "fsdp" else unwrap(wrapped)
     if d.is_main:
         console.print(f"fine-tuning {unfreeze}/{n_blocks} blocks + {cfg.head} head ({n_trainable:,} trainable parameters) "
-                      f"on {len(keep)} train / {len(dataset.splits['val'])} val images, {d.world} process(es); "
+                      f"on {len(train_idx)} train / {len(dataset.splits['val'])} val images, {d.world} process(es); "
                       f"{metric} on val picks the epoch")
     with progress() as bar:
         ptask = bar.add_task("epoch", total=len(loader), rate="", visible=d.is_main)
@@ -176,8 +176,8 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
                 console.print(f"early stop: val {metric} has not improved for {cfg.early_stop_patience} epochs")
                 break
 
-    # the best epoch (on val) is the one tested
-    if best_path.exists():
+    # the best epoch on val is the one tested (or the last, with keep='last')
+    if cfg.keep == "best" and best_path.exists():
         ckpt.load_trainable_state(model, ckpt.load(best_path)["model"])
         model.to(device)
     probs = {s: predict(eval_model, evals[s], len(dataset.splits[s]), task, device, cfg.amp, d) for s in ("val", "test")}
@@ -207,12 +207,13 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
                             "augment": aug_name, "class_weight": cfg.class_weight,
                             "balanced_sampling": cfg.balanced_sampling},
         "best_epoch": state["best_epoch"] + 1,
+        "tested_epoch": state["best_epoch"] + 1 if cfg.keep == "best" and best_path.exists() else state["epoch"] + 1,
         "epochs_run": state["epoch"] + 1,
         "stopped_early": state.get("stopped_early", False),
         "history": state["history"],
         "val": val,
         "test": test,
-        "n": {"train": int(len(keep)), "val": len(dataset.splits["val"]), "test": len(dataset.splits["test"])},
+        "n": {"train": int(len(train_idx)), "val": len(dataset.splits["val"]), "test": len(dataset.splits["test"])},
         "val_policy": "; ".join(dataset.notes) or "val split from the dataset",
         "cache": None,
         "cache_fingerprint": None,
