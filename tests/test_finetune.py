@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -46,15 +47,37 @@ def pneu_subset(data_root, tmp_path_factory):
 
 def ft_args(dataset, weights, out, *extra):
     return ("finetune", "--backbone", "dinov2_vits14", "--weights", weights, "--dataset", dataset, "--img-size", 56,
-            "--unfreeze", 1, "--epochs", 3, "--batch-size", 16, "--fraction", 0.5, "--lr", 1e-4, "--seed", 0,
+            "--unfreeze", 1, "--epochs", 2, "--batch-size", 16, "--fraction", 0.5, "--lr", 1e-4, "--seed", 0,
             "--deterministic", "--out", out, *extra)
+
+
+def ft_config(dataset, weights, out, **kw):
+    """The FinetuneConfig that ``ft_args`` spells as CLI options."""
+    from medfm.finetune import FinetuneConfig
+
+    return FinetuneConfig(backbone="dinov2_vits14", weights=str(weights), dataset=str(dataset), img_size=56, unfreeze=1,
+                          epochs=2, batch_size=16, fraction=0.5, lr=1e-4, seed=0, deterministic=True, out=str(out), **kw)
+
+
+@contextmanager
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
 def reference(session_cli, pneu_subset, dinov2_s_weights):
-    """One uninterrupted single-process run (unfreeze 1): the baseline of several tests below."""
-    out = session_cli.workdir / "ft-reference"
-    return session_cli.json(*ft_args(pneu_subset, dinov2_s_weights, out), env=ONE_THREAD)
+    """One uninterrupted single-process run (unfreeze 1), in this process with one thread: the
+    baseline that the CLI's killed-and-resumed run and the torchrun run are compared with."""
+    from medfm.finetune import run_finetune
+
+    with one_thread():
+        return run_finetune(ft_config(pneu_subset, dinov2_s_weights, session_cli.workdir / "ft-reference",
+                                      results=str(session_cli.workdir / "runs" / "results.sqlite")))
 
 
 def _fresh_backbone_state(weights) -> dict[str, torch.Tensor]:
@@ -69,7 +92,7 @@ def test_record_shape_and_results_store(reference):
     assert reference["kind"] == "finetune" and reference["unfreeze"] == 1 and reference["blocks"] == 12
     assert reference["n"] == {"train": 32, "val": 32, "test": 32}  # fraction 0.5 of 64, stratified
     assert reference["headline_metric"] == {"name": "roc_auc", "value": reference["test"]["roc_auc"]}
-    assert [h["epoch"] for h in reference["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in reference["history"]] == [1, 2]
     assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_roc_auc"] <= 1 for h in reference["history"])
     rows = ResultsStore(reference["results_store"]).records(kind="finetune")
     assert any(r["run_key"] == reference["run_key"] and r["history"] == reference["history"] for r in rows)
@@ -88,9 +111,12 @@ def test_unfreeze_1_trains_exactly_the_last_block_and_final_norm(reference, dino
     assert trained["head.weight"].abs().sum() > 0  # the zero-initialised head trained too
 
 
-def test_refuses_to_overwrite_a_finished_run(session_cli, reference, pneu_subset, dinov2_s_weights):
-    line = session_cli.error(*ft_args(pneu_subset, dinov2_s_weights, reference["out"]))
-    assert "already exists" in line and "--overwrite" in line
+def test_refuses_to_overwrite_a_finished_run(reference, pneu_subset, dinov2_s_weights):
+    from medfm.errors import MedfmError
+    from medfm.finetune import run_finetune
+
+    with pytest.raises(MedfmError, match="already exists.*--overwrite"):
+        run_finetune(ft_config(pneu_subset, dinov2_s_weights, reference["out"]))
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(cli, reference, pneu_subset, dinov2_s_weights, tmp_path):
@@ -106,7 +132,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(cli, reference, pneu_sub
     proc.wait()
     assert not (out / "results.json").exists()
     epoch_at_kill = torch.load(out / "last.pt", weights_only=False)["state"]["epoch"] + 1
-    assert 1 <= epoch_at_kill < 3
+    assert epoch_at_kill == 1
 
     proc = cli(*args, "--resume", "--json", env=ONE_THREAD)
     assert "resuming" in proc.stderr
@@ -146,21 +172,17 @@ def test_frozen_linear_finetune_agrees_with_the_linear_probe(pneu_subset, dinov2
     from medfm.finetune import FinetuneConfig, run_finetune
     from medfm.probe import run_probe
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         common = dict(backbone="dinov2_vits14", weights=str(dinov2_s_weights), dataset=str(pneu_subset), img_size=56)
         store = str(tmp_path / "results.sqlite")
         cache = run_extract(ExtractConfig(**common, dtype="float32", cache=str(tmp_path / "c.zarr"), num_workers=0)).cache
-        probe = run_probe(ProbeConfig(cache=str(cache), lrs=[0.03], wds=[0.0], normalize="none", epochs=6, batch_size=64,
+        probe = run_probe(ProbeConfig(cache=str(cache), lrs=[0.01], wds=[0.0], normalize="none", epochs=5, batch_size=64,
                                       out=str(tmp_path / "probe"), results=store))
-        ft = run_finetune(FinetuneConfig(**common, unfreeze=0, head="linear", epochs=6, batch_size=64, lr=0.03,
+        ft = run_finetune(FinetuneConfig(**common, unfreeze=0, head="linear", epochs=5, batch_size=64, lr=0.01,
                                          weight_decay=0.0, warmup_steps=0, grad_clip=None, augment="none", keep="last",
                                          deterministic=True, num_workers=0, out=str(tmp_path / "ft"), results=store))
-    finally:
-        torch.set_num_threads(threads)
     assert ft["feature"] == probe["feature"] == "cls" and ft["n"] == probe["n"]
-    assert probe["test"]["roc_auc"] > 0.6  # the heads learned something, so agreement is not trivial
+    assert probe["test"]["roc_auc"] > 0.75  # the heads learned something, so agreement is not trivial
     for split in ("val", "test"):
         for m, v in probe[split].items():
             assert ft[split][m] == pytest.approx(v, abs=1e-3), (split, m, ft[split][m], v)

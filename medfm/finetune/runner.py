@@ -39,22 +39,20 @@ NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers"
 
 def run_finetune(cfg: FinetuneConfig) -> dict:
     d, device = setup(cfg.device)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+            torch.use_deterministic_algorithms(True)
         return _run(cfg, d, device)
     finally:
+        torch.use_deterministic_algorithms(was_deterministic)  # in-process callers get their setting back
         d.close()
-
-
-def _set_deterministic(on: bool) -> None:
-    if on:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(on)
 
 
 def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     start = time.perf_counter()
-    _set_deterministic(cfg.deterministic)
     head_entry = FINETUNE_HEADS.get(cfg.head)
     dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, metric=cfg.metric)
     task, metric, C = dataset.task, dataset.headline_metric, dataset.num_classes
