@@ -19,12 +19,11 @@ import time
 import torch
 
 
-def run(args, amp: bool, ckpt: bool) -> tuple[float, float]:
+def run(args, amp: bool, ckpt: bool, device: torch.device) -> tuple[float, float]:
     from medfm.backbones import create_backbone
     from medfm.finetune.engine import autocast
     from medfm.finetune.model import FinetuneModel, param_groups
 
-    device = torch.device("cuda")
     backbone = create_backbone(args.backbone, weights=args.weights, img_size=args.img_size)
     n = len(backbone.blocks()) if args.unfreeze == "all" else int(args.unfreeze)
     with torch.no_grad():
@@ -36,25 +35,22 @@ def run(args, amp: bool, ckpt: bool) -> tuple[float, float]:
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 2, (args.batch_size,), device=device)
 
-    def step():
+    cuda = device.type == "cuda"
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
         with autocast(device, amp):
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-
-    for _ in range(args.warmup):
-        step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    del model, opt, x
-    torch.cuda.empty_cache()
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
     return args.steps * args.batch_size / seconds, peak
 
 
@@ -75,7 +71,8 @@ def main() -> None:
           f"device: {torch.cuda.get_device_name()}")
     rows = []
     for amp, ckpt in ((False, False), (True, False), (False, True), (True, True)):
-        rate, peak = run(args, amp, ckpt)
+        rate, peak = run(args, amp, ckpt, torch.device("cuda"))
+        torch.cuda.empty_cache()
         rows.append((("bf16" if amp else "fp32") + (" + grad ckpt" if ckpt else ""), rate, peak))
     base_rate, base_peak = rows[0][1], rows[0][2]
     print(f"{'setting':<20} {'img/s':>9} {'peak GiB':>9} {'speed x':>8} {'memory x':>9}")

@@ -146,8 +146,10 @@ def finetune(
     record = run_finetune(FinetuneConfig.load(config, opts))
     if "stored" not in record:
         return  # under torchrun only rank 0 writes and prints
-    numeric = {k: v for k, v in record["hyperparameters"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    _emit(record, as_json, results_table({**record, "hyperparameters": numeric}))
+    table = results_table({**record, "hyperparameters": {}})
+    table.caption = (f"last {record['unfreeze']} of {record['blocks']} blocks trained ({record['trainable_params']:,} "
+                     f"parameters); epoch {record['tested_epoch']} of {record['epochs_run']} tested (best on val)")
+    _emit(record, as_json, table)
     if not as_json:
         typer.echo(f"results: {record['out']}/results.json")
 
