@@ -55,8 +55,9 @@ def ft_config(dataset, weights, out, **kw):
     """The FinetuneConfig that ``ft_args`` spells as CLI options."""
     from medfm.finetune import FinetuneConfig
 
-    return FinetuneConfig(backbone="dinov2_vits14", weights=str(weights), dataset=str(dataset), img_size=56, unfreeze=1,
-                          epochs=2, batch_size=16, fraction=0.5, lr=1e-4, seed=0, deterministic=True, out=str(out), **kw)
+    base = dict(backbone="dinov2_vits14", weights=str(weights), dataset=str(dataset), img_size=56, unfreeze=1, epochs=2,
+                batch_size=16, fraction=0.5, lr=1e-4, seed=0, deterministic=True, out=str(out))
+    return FinetuneConfig(**{**base, **kw})
 
 
 @contextmanager
@@ -210,3 +211,30 @@ def test_deit_head_is_built_lazily_or_fails_clearly():
         return
     head = entry.build(384, 2, cfg, 16)
     assert head(torch.randn(3, 16, 384)).shape == (3, 2)
+
+
+def test_grad_accumulation_equals_the_big_batch_with_balanced_sampling_and_early_stop(pneu_subset, dinov2_s_weights,
+                                                                                     tmp_path):
+    """batch 8 x 2 accumulated steps == batch 16 (same samples per update); class weights, balanced
+    sampling and early stopping on, at 28 px to keep it cheap."""
+    from medfm.finetune import run_finetune
+
+    runs = {}
+    with one_thread():
+        for batch, accum in ((16, 1), (8, 2)):
+            runs[accum] = run_finetune(ft_config(
+                pneu_subset, dinov2_s_weights, tmp_path / f"b{batch}", img_size=28, batch_size=batch, grad_accum=accum,
+                epochs=4, fraction=1.0, lr=1e-3, class_weight=True, balanced_sampling=True, early_stop_patience=1,
+                num_workers=0, results=str(tmp_path / "r.sqlite")))
+    a, b = runs[1], runs[2]
+    assert len(a["history"]) == len(b["history"])
+    for x, y in zip(a["history"], b["history"]):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
+        assert x["val_roc_auc"] == pytest.approx(y["val_roc_auc"], abs=0.02)
+    for r in (a, b):
+        vals = [h["val_roc_auc"] for h in r["history"]]
+        assert r["best_epoch"] == 1 + int(np.argmax(vals))
+        if r["stopped_early"]:  # patience 1: the epoch after the best did not improve, and training stopped there
+            assert r["epochs_run"] == r["best_epoch"] + 1 < 4
+        else:
+            assert r["epochs_run"] == 4
