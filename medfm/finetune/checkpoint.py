@@ -19,16 +19,14 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters + buffers (e.g. BatchNorm statistics), detached copies on CPU."""
-    keep = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in keep}
+def trainable_keys(model: torch.nn.Module) -> set[str]:
+    """State-dict keys a checkpoint keeps: trainable parameters + buffers (e.g. BatchNorm statistics)."""
+    return {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
 
 
-def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    missing = model.load_state_dict(state, strict=False)
-    if missing.unexpected_keys:
-        raise RuntimeError(f"checkpoint has unknown keys: {missing.unexpected_keys[:5]}")
+def trainable_state(state: dict[str, torch.Tensor], keys: set[str]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of ``keys`` from a full state_dict."""
+    return {k: v.detach().cpu().clone() for k, v in state.items() if k in keys}
 
 
 def rng_state(loader_gen: torch.Generator) -> dict:

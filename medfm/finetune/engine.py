@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from medfm.errors import MedfmError
-from medfm.finetune.distributed import Dist
+from medfm.finetune.distributed import Dist, clip_grad_norm
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
@@ -81,7 +81,7 @@ def train_epoch(model, loader, labels: torch.Tensor, opt, sched, *, task, weight
             (loss / group_len).backward()
         if step_now:
             if clip:
-                torch.nn.utils.clip_grad_norm_(params, clip)
+                clip_grad_norm(model, params, clip)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)

@@ -25,7 +25,8 @@ from medfm.extract.loader import default_workers
 from medfm.finetune import checkpoint as ckpt
 from medfm.finetune.config import FinetuneConfig
 from medfm.finetune.data import SeededImages, eval_loader, label_budget, policy_for, train_loader, train_transform
-from medfm.finetune.distributed import Dist, setup, unwrap, wrap
+from medfm.finetune.distributed import (Dist, load_model_state, load_optimizer_state, model_state, optimizer_state, setup,
+                                        unwrap, wrap)
 from medfm.finetune.engine import class_weights, predict, train_epoch, warmup_cosine
 from medfm.finetune.model import FINETUNE_HEADS, FinetuneModel, param_groups
 from medfm.metrics import compute_metrics
@@ -99,6 +100,9 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     pin = device.type == "cuda"
     loader_gen = torch.Generator().manual_seed(cfg.seed)
     per_rank = cfg.batch_size // d.world
+    if len(train_idx) % d.world and d.is_main:
+        console.print(f"[yellow]note:[/] {len(train_idx)} training images over {d.world} processes: DistributedSampler "
+                      f"repeats {d.world - len(train_idx) % d.world} per epoch to even the shares")
     loader = train_loader(train_ds, train.labels[train_idx], per_rank, cfg.balanced_sampling, cfg.seed, d.rank, d.world,
                           workers, pin, loader_gen)
     evals = {s: eval_loader(dataset.splits[s], backbone.transform, d.rank, d.world, per_rank, workers, pin)
@@ -119,16 +123,17 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         if saved["run_key"] != key:
             raise MedfmError(f"{last_path} is a checkpoint of a different run (other settings, data or weights)",
                              "pass another --out, or --overwrite to start this run afresh there")
-        ckpt.load_trainable_state(model, saved["model"])
+        load_model_state(model, model, saved["model"])  # before wrapping: plain module on every rank
         state = saved["state"]
         console.print(f"[green]resuming[/] {out} after epoch {state['epoch'] + 1}")
+    keys = ckpt.trainable_keys(model)
     model.to(device)
     wrapped = wrap(model, d, device, cfg.distributed)
     groups = param_groups(model, cfg.lr, cfg.head_lr or cfg.lr, cfg.weight_decay, cfg.layer_decay)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, warmup))
     if resuming:
-        opt.load_state_dict(saved["optimizer"])
+        load_optimizer_state(wrapped, opt, saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(saved["rng"], loader_gen)
         del saved
@@ -157,18 +162,21 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
                                      "lr": sched.get_last_lr()[0]})
             bar.update(ptask, rate=f"loss {loss:.4f} | val {metric} {val_score:.4f}")
             state["epoch"] = epoch
-            if np.isfinite(val_score) and val_score > state["best"]:
+            improved = bool(np.isfinite(val_score) and val_score > state["best"])
+            if improved:
                 state.update(best=val_score, best_epoch=epoch, bad_epochs=0)
-                if d.is_main:
-                    ckpt.save_atomic({"model": ckpt.trainable_state(model), "epoch": epoch}, best_path)
             else:
                 state["bad_epochs"] += 1
             stop = bool(cfg.early_stop_patience and state["bad_epochs"] >= cfg.early_stop_patience)
             state["stopped_early"] = stop
+            weights = ckpt.trainable_state(model_state(wrapped, model), keys)  # collective under FSDP
+            opt_state = optimizer_state(wrapped, opt)
             if d.is_main:
-                ckpt.save_atomic({"run_key": key, "model": ckpt.trainable_state(model), "optimizer": opt.state_dict(),
-                                  "scheduler": sched.state_dict(), "rng": ckpt.rng_state(loader_gen), "state": state},
-                                 last_path)
+                if improved:
+                    ckpt.save_atomic({"model": weights, "epoch": epoch}, best_path)
+                ckpt.save_atomic({"run_key": key, "model": weights, "optimizer": opt_state, "scheduler": sched.state_dict(),
+                                  "rng": ckpt.rng_state(loader_gen), "state": state}, last_path)
+            del weights, opt_state
             d.barrier()
             if stop:
                 console.print(f"early stop: val {metric} has not improved for {cfg.early_stop_patience} epochs")
@@ -176,8 +184,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
 
     # the best epoch on val is the one tested (or the last, with keep='last')
     if cfg.keep == "best" and best_path.exists():
-        ckpt.load_trainable_state(model, ckpt.load(best_path)["model"])
-        model.to(device)
+        load_model_state(wrapped, model, ckpt.load(best_path)["model"])
     probs = {s: predict(eval_model, evals[s], len(dataset.splits[s]), task, device, cfg.amp, d) for s in ("val", "test")}
     val = compute_metrics(task, dataset.splits["val"].labels, probs["val"])
     test = compute_metrics(task, dataset.splits["test"].labels, probs["test"])
@@ -221,8 +228,9 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "out": str(out),
         "run_key": key,
     }
+    full = model_state(wrapped, model) if cfg.save_model else None  # collective under FSDP
     if d.is_main:
-        _write_outputs(out, cfg, record, model)
+        _write_outputs(out, cfg, record, full)
         store = ResultsStore(cfg.results)
         record["stored"] = store.append(record, key, kind="finetune")
         record["results_store"] = str(store.path)
@@ -256,9 +264,9 @@ def _prepare_dir(out: Path, cfg: FinetuneConfig, last: Path) -> None:
     (out / "config.json").write_text(json.dumps({"finetune": cfg.to_dict()}, indent=2))
 
 
-def _write_outputs(out: Path, cfg: FinetuneConfig, record: dict, model: FinetuneModel) -> None:
-    if cfg.save_model:
-        ckpt.save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model.pt")
+def _write_outputs(out: Path, cfg: FinetuneConfig, record: dict, full_state: dict | None) -> None:
+    if full_state is not None:
+        ckpt.save_atomic({k: v.detach().cpu() for k, v in full_state.items()}, out / "model.pt")
     _plot_history(out / "history.png", record)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(record, indent=2))
