@@ -238,3 +238,13 @@ def test_grad_accumulation_equals_the_big_batch_with_balanced_sampling_and_early
             assert r["epochs_run"] == r["best_epoch"] + 1 < 4
         else:
             assert r["epochs_run"] == 4
+
+
+@pytest.mark.gpu
+def test_bf16_and_grad_checkpointing_train_on_cuda(pneu_subset, dinov2_s_weights, tmp_path):
+    from medfm.finetune import run_finetune
+
+    rec = run_finetune(ft_config(pneu_subset, dinov2_s_weights, tmp_path / "gpu", device="cuda", amp=True,
+                                 grad_checkpointing=True, deterministic=False, results=str(tmp_path / "r.sqlite")))
+    assert rec["device"].startswith("cuda") and all(np.isfinite(h["train_loss"]) for h in rec["history"])
+    assert rec["test"]["roc_auc"] > 0.5
