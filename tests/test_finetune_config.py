@@ -57,3 +57,16 @@ def test_unfreeze_sets_requires_grad_train_mode_and_layer_decay():
     frozen = FinetuneModel(bb, torch.nn.Linear(384, 2), "pooled", unfreeze=0).train()
     assert not any(p.requires_grad for p in frozen.net.parameters()) and not frozen.net.training
     assert frozen.head.training
+
+
+def test_grad_checkpointing_still_trains_the_unfrozen_block():
+    from medfm.backbones import create_backbone
+    from medfm.finetune.model import FinetuneModel
+
+    bb = create_backbone("dinov2_vits14", weights="random", img_size=28)
+    model = FinetuneModel(bb, torch.nn.Linear(384, 2), "pooled", unfreeze=1).train()
+    torch.nn.init.normal_(model.head.weight)
+    bb.net.set_grad_checkpointing(True)
+    model(torch.randn(2, 3, 28, 28)).sum().backward()
+    assert bb.net.blocks[11].mlp.fc1.weight.grad.abs().sum() > 0 and bb.net.norm.weight.grad is not None
+    assert bb.net.blocks[10].mlp.fc1.weight.grad is None

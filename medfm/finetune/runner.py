@@ -60,6 +60,9 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     if not len(dataset.splits.get("val", ())):
         raise MedfmError(f"dataset {dataset.name} has no val split to choose the best epoch on", "give it a val split")
     spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature)
+    if cfg.balanced_sampling and task == "multilabel":
+        raise MedfmError("balanced_sampling needs one class per image; this dataset is multilabel",
+                         "use class_weight (per-label positive weights) instead")
     if cfg.batch_size % d.world:
         raise MedfmError(f"--batch-size {cfg.batch_size} is not divisible by the {d.world} torchrun processes",
                          "use a multiple of --nproc-per-node")
