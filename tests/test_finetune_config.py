@@ -33,11 +33,18 @@ def test_bad_unfreeze_is_rejected():
         FinetuneConfig.load(None, {"backbone": "b", "dataset": "d", "unfreeze": -2})
 
 
-def test_unfreeze_sets_requires_grad_train_mode_and_layer_decay():
+@pytest.fixture(scope="module")
+def random_dinov2():
+    """One randomly initialised DINOv2-S at 28 px; each FinetuneModel below re-applies its own freezing."""
     from medfm.backbones import create_backbone
+
+    return create_backbone("dinov2_vits14", weights="random", img_size=28)
+
+
+def test_unfreeze_sets_requires_grad_train_mode_and_layer_decay(random_dinov2):
     from medfm.finetune.model import FinetuneModel, param_groups
 
-    bb = create_backbone("dinov2_vits14", weights="random", img_size=28)  # freezing is re-applied per model below
+    bb = random_dinov2
     model = FinetuneModel(bb, torch.nn.Linear(384, 2), "pooled", unfreeze=2).train()
     trainable = {n for n, p in bb.net.named_parameters() if p.requires_grad}
     assert trainable == {n for n, _ in bb.net.named_parameters() if n.startswith(("blocks.10.", "blocks.11.", "norm."))}
@@ -59,11 +66,10 @@ def test_unfreeze_sets_requires_grad_train_mode_and_layer_decay():
     assert frozen.head.training
 
 
-def test_grad_checkpointing_still_trains_the_unfrozen_block():
-    from medfm.backbones import create_backbone
+def test_grad_checkpointing_still_trains_the_unfrozen_block(random_dinov2):
     from medfm.finetune.model import FinetuneModel
 
-    bb = create_backbone("dinov2_vits14", weights="random", img_size=28)
+    bb = random_dinov2
     model = FinetuneModel(bb, torch.nn.Linear(384, 2), "pooled", unfreeze=1).train()
     torch.nn.init.normal_(model.head.weight)
     bb.net.set_grad_checkpointing(True)
