@@ -136,11 +136,44 @@ def run(
 
 
 @app.command()
-def finetune():
-    """Fine-tune the last N blocks end to end (not implemented yet)."""
-    from medfm.finetune import run_finetune
+def finetune(
+    backbone: Annotated[Optional[str], typer.Option(help="backbone name (`medfm backbones`)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="dataset name (`medfm datasets`), CSV manifest or image folder")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="PATH to a local checkpoint, 'random', or omit for the official weights")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="folder holding registry datasets [$MEDFM_DATA, ../shared/data]")] = None,
+    unfreeze: Annotated[Optional[str], typer.Option(help="train the last N blocks (0 = frozen backbone, 'all' or -1 = full) [0]")] = None,
+    head: Annotated[Optional[str], typer.Option(help="head: linear (pooled feature) or deit (tokens) [linear]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="training epochs [100]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="global batch per step, split over torchrun processes [32]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="peak learning rate of the last block [1e-4]")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="input size (ViTs resample their position embedding)")] = None,
+    fraction: Annotated[Optional[float], typer.Option(help="label budget: stratified share of train, >= 1 per class [1.0]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="training seed [0]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
+    out: Annotated[Optional[str], typer.Option(help="run folder [$MEDFM_RUNS/finetune/...]")] = None,
+    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="continue from the run folder's last checkpoint [on]")] = None,
+    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="replace an existing run in --out")] = None,
+    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="deterministic kernels")] = None,
+    results: Annotated[Optional[str], typer.Option(help="results store to append to [$MEDFM_RUNS/results.sqlite]")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Fine-tune the last N blocks with a head (every FinetuneConfig key is settable with --config)."""
+    opts = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
+    if opts["unfreeze"] is not None and opts["unfreeze"].lstrip("-").isdigit():
+        opts["unfreeze"] = int(opts["unfreeze"])
+    from medfm.finetune import FinetuneConfig, run_finetune
+    from medfm.report_table import results_table
 
-    run_finetune()
+    record = run_finetune(FinetuneConfig.load(config, opts))
+    if "stored" not in record:
+        return  # under torchrun only rank 0 writes and prints
+    table = results_table({**record, "hyperparameters": {}})
+    table.caption = (f"last {record['unfreeze']} of {record['blocks']} blocks trained ({record['trainable_params']:,} "
+                     f"parameters); epoch {record['tested_epoch']} of {record['epochs_run']} tested (best on val)")
+    _emit(record, as_json, table)
+    if not as_json:
+        typer.echo(f"results: {record['out']}/results.json")
 
 
 @app.command()

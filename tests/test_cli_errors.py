@@ -70,6 +70,6 @@ def test_bad_config_value_names_the_key(cli, tmp_path):
     assert "batch_size" in line and str(cfg) in line
 
 
-def test_finetune_is_not_silently_absent(cli):
-    line = cli.error("finetune")
-    assert "not implemented yet" in line and "medfm probe" in line
+def test_finetune_bad_unfreeze_names_the_key(cli):
+    line = cli.error("finetune", "--backbone", "dinov2_vits14", "--dataset", "pneumoniamnist", "--unfreeze", "-3")
+    assert "unfreeze" in line and ">= 0" in line

@@ -1,13 +1,11 @@
-"""Fine-tuning the last N blocks end to end — not implemented yet (tracked as issue 6).
+"""The fine-tune stage: unfreeze the last N blocks of a backbone and train it end to end with a head.
 
-``run_finetune`` exists so the CLI verb can answer clearly instead of being absent.
+``run_finetune(FinetuneConfig(...))`` returns the result record (same schema as the probe's,
+``kind="finetune"``, plus the per-epoch ``history``); see ``runner.py``.
 """
 
-from medfm.errors import MedfmError
+from medfm.finetune.config import FinetuneConfig
+from medfm.finetune.model import FINETUNE_HEADS
+from medfm.finetune.runner import run_finetune
 
-
-def run_finetune(*_args, **_kwargs):
-    raise MedfmError(
-        "`medfm finetune` is not implemented yet",
-        "use `medfm extract` + `medfm probe` for frozen-backbone results; fine-tuning is planned (issue 6)",
-    )
+__all__ = ["FINETUNE_HEADS", "FinetuneConfig", "run_finetune"]

@@ -1,0 +1,298 @@
+"""``medfm finetune``: unfreeze the last N blocks, train with a head, pick the best epoch on val, test it.
+
+The run folder holds ``config.json`` (rerun with ``--config``), ``last.pt`` / ``best.pt`` checkpoints
+(every epoch, atomic), ``results.json``, ``model.pt`` (the best model's full state_dict) and
+``history.png``. A killed run continues from ``last.pt`` when rerun (``--resume``, the default) and
+ends where an uninterrupted one would. The result row goes to the same store as the probes'.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medfm import __version__
+from medfm.backbones import resolve_backbone
+from medfm.data import create_dataset
+from medfm.errors import MedfmError
+from medfm.extract.loader import default_workers
+from medfm.finetune import checkpoint as ckpt
+from medfm.finetune.config import FinetuneConfig
+from medfm.finetune.data import SeededImages, eval_loader, label_budget, policy_for, train_loader, train_transform
+from medfm.finetune.distributed import (Dist, load_model_state, load_optimizer_state, model_state, optimizer_state, setup,
+                                        unwrap, wrap)
+from medfm.finetune.engine import class_weights, predict, train_epoch, warmup_cosine
+from medfm.finetune.model import FINETUNE_HEADS, FinetuneModel, param_groups
+from medfm.metrics import compute_metrics
+from medfm.paths import runs_root
+from medfm.results import ResultsStore, run_key
+from medfm.ui import console, progress
+
+# settings that do not change what a run computes (where it writes, how it is launched)
+NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model")
+
+
+def run_finetune(cfg: FinetuneConfig) -> dict:
+    d, device = setup(cfg.device)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+            torch.use_deterministic_algorithms(True)
+        return _run(cfg, d, device)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)  # in-process callers get their setting back
+        d.close()
+
+
+def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
+    start = time.perf_counter()
+    head_entry = FINETUNE_HEADS.get(cfg.head)
+    dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, metric=cfg.metric)
+    task, metric, C = dataset.task, dataset.headline_metric, dataset.num_classes
+    if not len(dataset.splits.get("val", ())):
+        raise MedfmError(f"dataset {dataset.name} has no val split to choose the best epoch on", "give it a val split")
+    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature)
+    if cfg.balanced_sampling and task == "multilabel":
+        raise MedfmError("balanced_sampling needs one class per image; this dataset is multilabel",
+                         "use class_weight (per-label positive weights) instead")
+    if cfg.batch_size % d.world:
+        raise MedfmError(f"--batch-size {cfg.batch_size} is not divisible by the {d.world} torchrun processes",
+                         "use a multiple of --nproc-per-node")
+    identity = {"kind": "finetune", "dataset": dataset.identity, "backbone": spec.identity(), "metric": metric,
+                "settings": {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}}
+    key = run_key(identity)
+    out = d.broadcast(_run_dir(cfg, dataset.name, spec.entry.name) if d.is_main else None)
+    last_path, best_path = out / ckpt.LAST, out / ckpt.BEST
+    resuming = last_path.exists() and cfg.resume and not cfg.overwrite
+    if d.is_main:
+        _prepare_dir(out, cfg, last_path)
+    d.barrier()
+
+    # model: frozen backbone, last N blocks (+ final norm) trainable, head seeded by --seed
+    console.print(f"building [bold]{spec.entry.name}[/] ({spec.entry.model_id}, weights: {spec.weights.origin}) on {device}")
+    backbone = spec.build("cpu")
+    n_blocks = len(backbone.blocks())
+    unfreeze = cfg.blocks_to_unfreeze(n_blocks)
+    with torch.no_grad():
+        s = spec.img_size
+        pooled, toks = backbone.embed(torch.zeros(1, 3, s, s), with_tokens=True)
+    dim = int(toks.shape[-1] if head_entry.inputs == "tokens" else pooled.shape[-1])
+    torch.manual_seed(cfg.seed)
+    head = head_entry.build(dim, C, cfg, int(toks.shape[1]))
+    model = FinetuneModel(backbone, head, head_entry.inputs, unfreeze)
+    if cfg.grad_checkpointing:
+        if not hasattr(backbone.net, "set_grad_checkpointing"):
+            raise MedfmError(f"{spec.entry.name} does not support gradient checkpointing", "drop --grad-checkpointing")
+        backbone.net.set_grad_checkpointing(True)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    # data
+    train = dataset.splits["train"]
+    train_idx = label_budget(train.labels, cfg.fraction, cfg.seed)
+    aug_name, aug = policy_for(cfg.augment, dataset.name, cfg.colour_jitter)
+    train_ds = SeededImages(train, train_transform(backbone, aug), train_idx.tolist(), cfg.seed)
+    workers = cfg.num_workers if cfg.num_workers is not None else default_workers(device)
+    pin = device.type == "cuda"
+    loader_gen = torch.Generator().manual_seed(cfg.seed)
+    per_rank = cfg.batch_size // d.world
+    if len(train_idx) % d.world and d.is_main:
+        console.print(f"[yellow]note:[/] {len(train_idx)} training images over {d.world} processes: DistributedSampler "
+                      f"repeats {d.world - len(train_idx) % d.world} per epoch to even the shares")
+    loader = train_loader(train_ds, train.labels[train_idx], per_rank, cfg.balanced_sampling, cfg.seed, d.rank, d.world,
+                          workers, pin, loader_gen)
+    evals = {s: eval_loader(dataset.splits[s], backbone.transform, d.rank, d.world, per_rank, workers, pin)
+             for s in ("val", "test")}
+    labels_t = torch.as_tensor(train.labels)
+    weight = class_weights(train.labels[train_idx], C, task).to(device) if cfg.class_weight else None
+
+    # optimiser + schedule
+    updates_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+    total_steps = cfg.epochs * updates_per_epoch
+    warmup = min(cfg.warmup_steps, total_steps // 10)
+    if warmup < cfg.warmup_steps:
+        console.print(f"warm-up capped at {warmup} steps (a tenth of this run's {total_steps} optimiser steps)")
+
+    state = {"epoch": -1, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
+    if resuming:
+        saved = ckpt.load(last_path)
+        if saved["run_key"] != key:
+            raise MedfmError(f"{last_path} is a checkpoint of a different run (other settings, data or weights)",
+                             "pass another --out, or --overwrite to start this run afresh there")
+        load_model_state(model, model, saved["model"])  # before wrapping: plain module on every rank
+        state = saved["state"]
+        console.print(f"[green]resuming[/] {out} after epoch {state['epoch'] + 1}")
+    keys = ckpt.trainable_keys(model)
+    model.to(device)
+    wrapped = wrap(model, d, device, cfg.distributed)
+    groups = param_groups(model, cfg.lr, cfg.head_lr or cfg.lr, cfg.weight_decay, cfg.layer_decay)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, warmup))
+    if resuming:
+        load_optimizer_state(wrapped, opt, saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        ckpt.set_rng_state(saved["rng"], loader_gen)
+        del saved
+
+    eval_model = wrapped if cfg.distributed == "fsdp" else unwrap(wrapped)
+    if d.is_main:
+        console.print(f"fine-tuning {unfreeze}/{n_blocks} blocks + {cfg.head} head ({n_trainable:,} trainable parameters) "
+                      f"on {len(train_idx)} train / {len(dataset.splits['val'])} val images, {d.world} process(es); "
+                      f"{metric} on val picks the epoch")
+    with progress() as bar:
+        ptask = bar.add_task("epoch", total=len(loader), rate="", visible=d.is_main)
+        for epoch in range(state["epoch"] + 1, cfg.epochs):
+            loader.sampler.set_epoch(epoch)
+            train_ds.epoch = epoch
+            bar.reset(ptask, total=len(loader), description=f"epoch {epoch + 1}/{cfg.epochs}")
+            best_txt = f" | best val {metric} {state['best']:.4f}" if state["best_epoch"] >= 0 else ""
+
+            def on_batch(loss, _t=ptask, _b=best_txt):
+                bar.update(_t, advance=1, rate=f"loss {loss:.4f}{_b}")
+
+            loss = train_epoch(wrapped, loader, labels_t, opt, sched, task=task, weight=weight, accum=cfg.grad_accum,
+                               clip=cfg.grad_clip, device=device, amp=cfg.amp, d=d, on_batch=on_batch)
+            val_probs = predict(eval_model, evals["val"], len(dataset.splits["val"]), task, device, cfg.amp, d)
+            val_score = compute_metrics(task, dataset.splits["val"].labels, val_probs, [metric])[metric]
+            state["history"].append({"epoch": epoch + 1, "train_loss": loss, f"val_{metric}": val_score,
+                                     "lr": sched.get_last_lr()[0]})
+            bar.update(ptask, rate=f"loss {loss:.4f} | val {metric} {val_score:.4f}")
+            state["epoch"] = epoch
+            improved = bool(np.isfinite(val_score) and val_score > state["best"])
+            if improved:
+                state.update(best=val_score, best_epoch=epoch, bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+            stop = bool(cfg.early_stop_patience and state["bad_epochs"] >= cfg.early_stop_patience)
+            state["stopped_early"] = stop
+            weights = ckpt.trainable_state(model_state(wrapped, model), keys)  # collective under FSDP
+            opt_state = optimizer_state(wrapped, opt)
+            if d.is_main:
+                if improved:
+                    ckpt.save_atomic({"model": weights, "epoch": epoch}, best_path)
+                ckpt.save_atomic({"run_key": key, "model": weights, "optimizer": opt_state, "scheduler": sched.state_dict(),
+                                  "rng": ckpt.rng_state(loader_gen), "state": state}, last_path)
+            del weights, opt_state
+            d.barrier()
+            if stop:
+                console.print(f"early stop: val {metric} has not improved for {cfg.early_stop_patience} epochs")
+                break
+
+    # the best epoch on val is the one tested (or the last, with keep='last')
+    if cfg.keep == "best" and best_path.exists():
+        load_model_state(wrapped, model, ckpt.load(best_path)["model"])
+    probs = {s: predict(eval_model, evals[s], len(dataset.splits[s]), task, device, cfg.amp, d) for s in ("val", "test")}
+    val = compute_metrics(task, dataset.splits["val"].labels, probs["val"])
+    test = compute_metrics(task, dataset.splits["test"].labels, probs["test"])
+    record = {
+        "medfm_version": __version__,
+        "kind": "finetune",
+        "dataset": dataset.name,
+        "task": task,
+        "classes": dataset.classes,
+        "backbone": spec.entry.name,
+        "weights": spec.weights.origin,
+        "weights_sha256": spec.weights.sha256,
+        "feature": spec.feature if head_entry.inputs == "pooled" else "tokens",
+        "img_size": spec.img_size,
+        "head": cfg.head,
+        "unfreeze": unfreeze,
+        "blocks": n_blocks,
+        "trainable_params": n_trainable,
+        "fraction": cfg.fraction,
+        "seed": cfg.seed,
+        "headline_metric": {"name": metric, "value": test[metric]},
+        "hyperparameters": {"lr": cfg.lr, "head_lr": cfg.head_lr or cfg.lr, "weight_decay": cfg.weight_decay,
+                            "layer_decay": cfg.layer_decay, "warmup_steps": warmup, "epochs": cfg.epochs,
+                            "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "grad_clip": cfg.grad_clip,
+                            "augment": aug_name, "class_weight": cfg.class_weight,
+                            "balanced_sampling": cfg.balanced_sampling},
+        "best_epoch": state["best_epoch"] + 1,
+        "tested_epoch": state["best_epoch"] + 1 if cfg.keep == "best" and best_path.exists() else state["epoch"] + 1,
+        "epochs_run": state["epoch"] + 1,
+        "stopped_early": state.get("stopped_early", False),
+        "history": state["history"],
+        "val": val,
+        "test": test,
+        "n": {"train": int(len(train_idx)), "val": len(dataset.splits["val"]), "test": len(dataset.splits["test"])},
+        "val_policy": "; ".join(dataset.notes) or "val split from the dataset",
+        "cache": None,
+        "cache_fingerprint": None,
+        "world_size": d.world,
+        "device": str(device),
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "out": str(out),
+        "run_key": key,
+    }
+    full = model_state(wrapped, model) if cfg.save_model else None  # collective under FSDP
+    if d.is_main:
+        _write_outputs(out, cfg, record, full)
+        store = ResultsStore(cfg.results)
+        record["stored"] = store.append(record, key, kind="finetune")
+        record["results_store"] = str(store.path)
+    d.barrier()
+    return record
+
+
+def _run_dir(cfg: FinetuneConfig, dataset: str, backbone: str) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    unf = cfg.unfreeze
+    base = runs_root() / "finetune" / f"{dataset}-{backbone}-u{unf}-{cfg.head}-{stamp}"
+    out, k = base, 1
+    while out.exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
+
+
+def _prepare_dir(out: Path, cfg: FinetuneConfig, last: Path) -> None:
+    """Refuse to overwrite a finished run or silently restart an unfinished one."""
+    if (out / "results.json").exists() and not cfg.overwrite:
+        raise MedfmError(f"{out / 'results.json'} already exists", "pass another --out, or --overwrite to replace it")
+    if last.exists() and not cfg.resume and not cfg.overwrite:
+        raise MedfmError(f"{out} holds an unfinished run ({last.name})",
+                         "rerun with --resume to continue it, or --overwrite to start afresh")
+    if cfg.overwrite:
+        for name in (ckpt.LAST, ckpt.BEST, "results.json", "model.pt"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"finetune": cfg.to_dict()}, indent=2))
+
+
+def _write_outputs(out: Path, cfg: FinetuneConfig, record: dict, full_state: dict | None) -> None:
+    if full_state is not None:
+        ckpt.save_atomic({k: v.detach().cpu() for k, v in full_state.items()}, out / "model.pt")
+    _plot_history(out / "history.png", record)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(out / "results.json")
+
+
+def _plot_history(path: Path, record: dict) -> None:
+    """Training curve (loss and val metric per epoch) for the run's report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = record["history"]
+    name = record["headline_metric"]["name"]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ep = [h["epoch"] for h in hist]
+    ax.plot(ep, [h["train_loss"] for h in hist], "o-", label="train loss")
+    ax.set_xlabel("epoch")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [h[f"val_{name}"] for h in hist], "s-", color="tab:orange", label=f"val {name}")
+    ax.set_title(f"{record['backbone']} u{record['unfreeze']} {record['head']} on {record['dataset']}", fontsize=9)
+    fig.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
