@@ -64,11 +64,13 @@ class BlipLoader(BaseLoader):
     def build(self, entry, weights, img_size):
         from transformers import BlipVisionModel
 
-        net = seeded(lambda: BlipVisionModel(self._config(entry)))
-        if weights.kind != "random":
+        state = None
+        if weights.kind != "random":  # read the file first: a wrong one fails before the build
             state = blip_vision_state(torch_load(weights.path))
             if not state:
                 raise wrong_weights(entry, weights, "no 'vision_model.*' or 'visual_encoder.*' keys (not a BLIP checkpoint)")
+        net = seeded(lambda: BlipVisionModel(self._config(entry)))
+        if state is not None:
             load_strict(net, state, entry, weights)
         net.medfm_native_size = self._config(entry).image_size
         return net

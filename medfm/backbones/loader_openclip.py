@@ -59,14 +59,16 @@ class OpenClipLoader(BaseLoader):
         model_cfg, pre = self._cfgs(entry)
         vision_cfg = dict(model_cfg["vision_cfg"], image_size=img_size or model_cfg["vision_cfg"]["image_size"])
         quick_gelu = bool(model_cfg.get("quick_gelu", False) or pre.get("quick_gelu", False))
+        state = None
+        if weights.kind != "random":  # read the file first: a wrong one fails before the build
+            state = torch_load(weights.path)
+            state = {k.removeprefix("module.").removeprefix("visual."): v for k, v in state.items()
+                     if k.removeprefix("module.").startswith("visual.")}
+            if not state:
+                raise wrong_weights(entry, weights, "no 'visual.*' keys (not an open_clip checkpoint)")
         net = seeded(lambda: _build_vision_tower(model_cfg["embed_dim"], vision_cfg, quick_gelu=quick_gelu))
-        if weights.kind == "random":
+        if state is None:
             return net
-        state = torch_load(weights.path)
-        state = {k.removeprefix("module.").removeprefix("visual."): v for k, v in state.items()
-                 if k.removeprefix("module.").startswith("visual.")}
-        if not state:
-            raise wrong_weights(entry, weights, "no 'visual.*' keys (not an open_clip checkpoint)")
         pos = state.get("positional_embedding")
         if pos is not None and pos.shape != net.positional_embedding.shape:
             from timm.layers import resample_abs_pos_embed

@@ -40,15 +40,15 @@ class Sam2Loader(BaseLoader):
     def build(self, entry, weights, img_size):
         from hydra.utils import instantiate
 
+        state = None
+        if weights.kind != "random":  # read the file first: a wrong one fails before the build
+            state = torch_load(weights.path)
+            state = {k.removeprefix("image_encoder."): v for k, v in state.items() if k.startswith("image_encoder.")}
+            if not state:
+                raise wrong_weights(entry, weights, "no 'image_encoder.*' keys (not a SAM2 checkpoint)")
         cfg = self._cfg(entry)
         net = seeded(lambda: instantiate(cfg.image_encoder, _recursive_=True))
-        if weights.kind == "random":
-            return net
-        state = torch_load(weights.path)
-        state = {k.removeprefix("image_encoder."): v for k, v in state.items() if k.startswith("image_encoder.")}
-        if not state:
-            raise wrong_weights(entry, weights, "no 'image_encoder.*' keys (not a SAM2 checkpoint)")
-        return load_strict(net, state, entry, weights)
+        return net if state is None else load_strict(net, state, entry, weights)
 
     def tokens(self, net, x):
         trunk = net.trunk(x)

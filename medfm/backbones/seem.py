@@ -149,16 +149,16 @@ class SeemLoader(BaseLoader):
                 "std": (0.229, 0.224, 0.225), "crop_pct": 0.875, "crop_mode": "center"}
 
     def build(self, entry, weights, img_size):
-        net = seeded(lambda: SeemFocalNet(**entry.model_kwargs))
-        if weights.kind == "random":
-            return net
-        from medfm.backbones.remap import REMAPS
+        state = None
+        if weights.kind != "random":  # read the file first: a wrong one fails before the build
+            from medfm.backbones.remap import REMAPS
 
-        try:
-            state = REMAPS.get(entry.remap or "seem_backbone")(torch_load(weights.path), net)
-        except RuntimeError as exc:
-            raise wrong_weights(entry, weights, exc) from None
-        return load_strict(net, state, entry, weights)
+            try:
+                state = REMAPS.get(entry.remap or "seem_backbone")(torch_load(weights.path), None)
+            except RuntimeError as exc:
+                raise wrong_weights(entry, weights, exc) from None
+        net = seeded(lambda: SeemFocalNet(**entry.model_kwargs))
+        return net if state is None else load_strict(net, state, entry, weights)
 
     def tokens(self, net, x):
         return TokenOutput(prefix=None, patches=net.forward_features(x).flatten(2).transpose(1, 2))
