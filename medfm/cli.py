@@ -172,7 +172,7 @@ def backbones(
         return
     t = Table(title=f"{len(rows)} backbones")
     for col in (*header, "weights here"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "name", overflow="fold")
     for row in rows:
         t.add_row(*row, weights_present(row[0]))
     stdout_console().print(t)
