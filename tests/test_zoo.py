@@ -228,3 +228,33 @@ def test_img_size_override_resamples_position_embeddings(dinov2_s_weights):
     for size in (112, 224):
         bb = create_backbone("dinov2_vits14", weights=str(dinov2_s_weights), img_size=size)
         assert bb.net.pos_embed.shape[1] == 1 + (size // 14) ** 2
+
+
+@pytest.mark.parametrize("name", ["dinov2_vits14", "clip_vitb16", "sam2_b", "blip_vitb", "seem_focalt", "mobilenetv2"])
+def test_each_loaders_preprocessing_turns_grey_images_into_3_channels(name):
+    from PIL import Image
+
+    spec = resolve_backbone(name, weights="random")
+    grey = Image.fromarray((torch.arange(300 * 200) % 251).reshape(200, 300).to(torch.uint8).numpy(), mode="L")
+    x = Backbone(spec, torch.nn.Identity()).transform(grey)  # preprocessing needs no built model
+    assert x.shape == (3, spec.img_size, spec.img_size)
+    mean, std = spec.data_config["mean"], spec.data_config["std"]
+    channels = [x[c] * std[c] + mean[c] for c in range(3)]  # undo the per-channel normalisation
+    assert torch.allclose(channels[0], channels[1], atol=1e-5) and torch.allclose(channels[0], channels[2], atol=1e-5)
+
+
+def test_blip_salesforce_checkpoint_keys_map_onto_the_transformers_model():
+    """model_base.pth's visual encoder is a timm-style ViT-B/16 at 384 px: every key must land."""
+    import timm
+    from transformers import BlipVisionConfig, BlipVisionModel
+
+    from medfm.backbones.loader_blip import blip_vision_state
+
+    with torch.device("meta"):
+        vit = timm.create_model("vit_base_patch16_384", num_classes=0)  # BLIP's ViT, same key names
+        blip = BlipVisionModel(BlipVisionConfig())
+    salesforce = {f"visual_encoder.{k}": torch.zeros(v.shape) for k, v in vit.state_dict().items()}
+    salesforce["text_encoder.embeddings.word_embeddings.weight"] = torch.zeros(1)
+    blip.load_state_dict(blip_vision_state(salesforce), strict=True, assign=True)
+    hf = {f"vision_model.{k}": torch.zeros(v.shape) for k, v in blip.state_dict().items()}
+    assert set(blip_vision_state(hf)) == set(blip.state_dict())
