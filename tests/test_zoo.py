@@ -224,10 +224,9 @@ def test_errors_name_what_to_install_or_which_file(tmp_path, monkeypatch):
 
 
 def test_img_size_override_resamples_position_embeddings(dinov2_s_weights):
-    """Real DINOv2-S weights (518-px table) load at 224 and 112: the 37x37 table is resampled."""
-    for size in (112, 224):
-        bb = create_backbone("dinov2_vits14", weights=str(dinov2_s_weights), img_size=size)
-        assert bb.net.pos_embed.shape[1] == 1 + (size // 14) ** 2
+    """Real DINOv2-S weights (518-px table) load at the default 224 px: the 37x37 table becomes 16x16."""
+    bb = create_backbone("dinov2_vits14", weights=str(dinov2_s_weights))
+    assert bb.spec.img_size == 224 and bb.net.pos_embed.shape[1] == 1 + 16 * 16
 
 
 @pytest.mark.parametrize("name", ["dinov2_vits14", "clip_vitb16", "sam2_b", "blip_vitb", "seem_focalt", "mobilenetv2"])
