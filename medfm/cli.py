@@ -45,6 +45,7 @@ def extract(
     tokens: Annotated[Optional[bool], typer.Option("--tokens/--no-tokens", help="also store patch tokens")] = None,
     feature: Annotated[Optional[str], typer.Option(help="pooled feature kind: cls, mean, cls+mean, pooled")] = None,
     img_size: Annotated[Optional[int], typer.Option(help="input size (ViTs resample their position embedding)")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="--feature of each of the last k blocks, concatenated [1]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="images per forward pass [64]")] = None,
     num_workers: Annotated[Optional[int], typer.Option(help="image-decoding worker processes [auto]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
@@ -179,22 +180,56 @@ def finetune(
 @app.command()
 def backbones(
     markdown: Annotated[bool, typer.Option("--markdown", help="print the table as Markdown (README's table is this)")] = False,
+    features: Annotated[bool, typer.Option("--features", help="list the feature kinds")] = False,
+    check: Annotated[Optional[str], typer.Option("--check", help="build NAME and run one forward pass")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="with --check: PATH, 'random', or omit for the official weights")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="with --check: input size")] = None,
+    feature: Annotated[Optional[str], typer.Option(help="with --check: feature kind")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="with --check: last k blocks")] = None,
+    as_json: JsonOpt = False,
 ):
-    """List the registered backbones."""
-    from medfm.backbones.table import backbone_rows, markdown_table
+    """List the registered backbones (and whether their weights are here), or --check one."""
+    from rich.table import Table
+
+    from medfm.backbones.table import backbone_rows, markdown_table, weights_present
     from medfm.ui import stdout_console
 
+    if check:
+        from medfm.backbones.check import check_backbone
+
+        record = check_backbone(check, weights, img_size, feature, layers)
+        if as_json:
+            _emit(record, True)
+        else:
+            t = Table(title=f"medfm backbones --check {check}: one forward pass of a 2-image batch")
+            t.add_column("key")
+            t.add_column("value")
+            for k, v in record.items():
+                t.add_row(k, str(v))
+            stdout_console().print(t)
+        return
+    if features:
+        from medfm.backbones import FEATURE_KINDS
+
+        t = Table(title="feature kinds (--feature; `tokens` is stored with --tokens)")
+        t.add_column("kind")
+        t.add_column("what")
+        for name, kind in FEATURE_KINDS.items():
+            t.add_row(name, kind.description)
+        stdout_console().print(t)
+        return
     if markdown:
         typer.echo(markdown_table())
         return
-    from rich.table import Table
-
     header, rows = backbone_rows()
+    if as_json:
+        _emit({"backbones": [dict(zip(header, r), weights_local=weights_present(r[0])) for r in rows]}, True)
+        return
     t = Table(title=f"{len(rows)} backbones")
-    for col in header:
-        t.add_column(col)
+    for col in (*header, "weights here"):
+        t.add_column(col, no_wrap=col == "name", overflow="fold")
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*row, weights_present(row[0]))
     stdout_console().print(t)
 
 

@@ -69,6 +69,7 @@ class ExtractConfig(_Config):
     tokens: bool = False
     feature: str | None = None  # default: the backbone's (the studies') pooled feature
     img_size: int | None = Field(None, ge=16)
+    layers: int | None = Field(None, ge=1)  # feature of the last k blocks, concatenated [1: the model's output]
     batch_size: int = Field(64, ge=1)
     num_workers: int | None = Field(None, ge=0)
     device: str = "auto"

@@ -28,7 +28,7 @@ STUDY_BACKBONES = {
     "dinov2_vits14": "dinov2_vits14", "dinov2_vitb14": "dinov2_vitb14", "dinov2_vitl14": "dinov2_vitl14",
     "dinov2_vitg14": "dinov2_vitg14",
     "vit_base_patch16": "mae_vitb16", "vit_large_patch16": "mae_vitl16", "vit_huge_patch14": "mae_vith14",
-    "sam2_b": "sam2_bplus", "sam2_l": "sam2_l",
+    "sam2_b": "sam2_b", "sam2_l": "sam2_l",
     "aimv2-large-patch14-224": "aimv2_l14", "aimv2-huge-patch14-224": "aimv2_h14",
     "coca_ViT-B-32": "coca_vitb32", "coca_ViT-L-14": "coca_vitl14",
     "clip_ViT-B-16": "clip_vitb16", "deit_base": "deit_b",

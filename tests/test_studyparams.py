@@ -134,3 +134,10 @@ def test_params_json_unfrozen_runs_a_finetune(tmp_path, study):
     assert record["backbone"] == "dinov2_vits14" and record["dataset"] == "aptos2019"
     assert record["n"]["test"] == 3 and record["headline_metric"]["name"] == "quadratic_kappa"
     assert record["params"]["used"]["foundation_params.partial.unfreeze_cutoff"] == "finetune.unfreeze = 1"
+
+
+def test_every_study_model_name_maps_to_a_registered_backbone():
+    from medfm.backbones.zoo import BACKBONES
+    from medfm.studyparams import STUDY_BACKBONES
+
+    assert [v for v in STUDY_BACKBONES.values() if v not in BACKBONES] == []

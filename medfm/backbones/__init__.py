@@ -13,12 +13,16 @@ from functools import cached_property
 import torch
 from PIL import Image
 
+# each loader module registers itself in LOADERS on import
+from medfm.backbones import loader_blip, loader_openclip, loader_sam2, seem, vmamba  # noqa: F401
 from medfm.backbones.entry import BackboneEntry
 from medfm.backbones.features import FEATURE_KINDS, TokenOutput
 from medfm.backbones.loaders import LOADERS
 from medfm.backbones.weights import Weights, resolve_weights
 from medfm.backbones.zoo import BACKBONES
 from medfm.errors import MedfmError
+
+GREY_TO_RGB = "grey repeated to RGB"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -37,16 +41,22 @@ class BackboneSpec:
     feature: str
     img_size: int
     data_config: dict
+    layers: int = 1  # feature of the last `layers` blocks, concatenated (1 = the model's output)
 
     def identity(self) -> dict:
-        return {
+        ident = {
             "name": self.entry.name,
             "loader": self.entry.loader,
             "model_id": self.entry.model_id,
             "weights": self.weights.identity(),
             "feature": self.feature,
-            "preprocessing": {**self.data_config, "channels": "grey repeated to RGB"},
+            "preprocessing": {**self.data_config, "channels": GREY_TO_RGB},
         }
+        if self.entry.tag:
+            ident["tag"] = self.entry.tag
+        if self.layers > 1:  # absent for 1, so caches made before --layers existed keep their fingerprint
+            ident["layers"] = {"last": self.layers, "combine": "concatenate"}
+        return ident
 
     @property
     def entry_native_size(self) -> int:
@@ -70,8 +80,12 @@ class Backbone:
 
     @cached_property
     def transform(self):
-        import timm.data
         from torchvision import transforms
+
+        own = self._loader.transform(self.spec)  # open_clip: its own preprocess
+        if own is not None:
+            return transforms.Compose([to_rgb, own])
+        import timm.data
 
         cfg = self.spec.data_config
         core = timm.data.create_transform(
@@ -90,32 +104,65 @@ class Backbone:
 
     def embed(self, x: torch.Tensor, with_tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pooled features ``[B, D]`` (the spec's feature kind) and optionally patch tokens ``[B, T, D]``."""
+        if self.spec.layers > 1:
+            out, per_block = self.tokens_by_block(x, self.spec.layers)
+            return torch.cat([self._feature(o) for o in per_block], dim=1), (out.patches if with_tokens else None)
         out = self.tokens(x)
         return self._feature(out), (out.patches if with_tokens else None)
 
+    def tokens_by_block(self, x: torch.Tensor, last: int) -> tuple[TokenOutput, list[TokenOutput]]:
+        """The model's output and the outputs of its last ``last`` blocks, in one forward pass."""
+        blocks = self.blocks()
+        if not 1 <= last <= len(blocks):
+            raise MedfmError(f"--layers {last} is out of range: {self.spec.entry.name} has {len(blocks)} blocks",
+                             f"use --layers 1..{len(blocks)}")
+        captured: list = []
+        handles = [b.register_forward_hook(lambda m, i, o: captured.append(o)) for b in blocks[-last:]]
+        try:
+            out = self.tokens(x)
+        finally:
+            for h in handles:
+                h.remove()
+        per_block = [self._loader.block_tokens(self.net, self.spec.entry, o) for o in captured]
+        return out, per_block
+
     def blocks(self) -> list[torch.nn.Module]:
         """Ordered blocks/stages, so 'unfreeze the last N' means the same for every architecture."""
-        return self._loader.blocks(self.net)
+        return self._loader.blocks(self.net, self.spec.entry)
 
 
 def resolve_backbone(
-    name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None
+    name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
+    layers: int | None = None,
 ) -> BackboneSpec:
     entry = BACKBONES.get(name)
     loader = LOADERS[entry.loader]
+    loader.check_installed(entry)
     feature = feature or entry.feature
-    FEATURE_KINDS.get(feature)  # unknown kinds fail here, before any work
-    if img_size is not None and entry.arch != "vit" and img_size < 32:
-        raise MedfmError(f"--img-size {img_size} is too small for a CNN", "use at least 32")
+    kind = FEATURE_KINDS.get(feature)  # unknown kinds fail here, before any work
+    if not kind.pooled:
+        raise MedfmError(f"--feature {feature} is not one vector per image",
+                         "keep a pooled --feature (cls, mean, ...) and add --tokens to store the patch tokens")
+    layers = layers or 1
+    if layers > 1 and not kind.per_block:
+        raise MedfmError(f"--feature {feature} is only defined on the model's final output, not per block",
+                         "use --layers with cls, mean or cls+mean")
+    if img_size is not None:
+        if entry.arch != "vit" and img_size < 32:
+            raise MedfmError(f"--img-size {img_size} is too small for a CNN", "use at least 32")
+        if img_size % entry.size_multiple:
+            raise MedfmError(f"--img-size {img_size} is not a multiple of {name}'s patch size {entry.size_multiple}",
+                             f"use e.g. {img_size - img_size % entry.size_multiple or entry.size_multiple}")
     data_config = loader.data_config(entry)
     size = img_size or entry.img_size or int(data_config["input_size"][-1])
     data_config["input_size"] = (3, size, size)
     resolved = resolve_weights(weights, entry.name, entry.hub or loader.hub(entry), entry.offline_copies)
-    return BackboneSpec(entry, resolved, feature, size, data_config)
+    return BackboneSpec(entry, resolved, feature, size, data_config, layers)
 
 
-def create_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None, device="cpu") -> Backbone:
-    return resolve_backbone(name, weights, img_size, feature).build(device)
+def create_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
+                    device="cpu", layers: int | None = None) -> Backbone:
+    return resolve_backbone(name, weights, img_size, feature, layers).build(device)
 
 
 __all__ = ["BACKBONES", "Backbone", "BackboneSpec", "create_backbone", "resolve_backbone", "FEATURE_KINDS"]

@@ -1,7 +1,8 @@
 """A backbone registry entry: a few declarative fields, no code.
 
 ``loader`` names the library that builds it; ``model_id`` is that library's name for it (for timm:
-``architecture.pretrained_tag``); ``feature`` is the pooled feature the source studies used.
+``architecture.pretrained_tag``; for open_clip: the model name, with ``tag`` its pretrained tag);
+``feature`` is the pooled feature the source studies used.
 """
 
 from __future__ import annotations
@@ -15,14 +16,21 @@ from medfm.backbones.weights import HubSource, PackageFile
 class BackboneEntry:
     name: str
     family: str
-    loader: str  # key of LOADERS: 'timm', 'torchvision', ...
+    loader: str  # key of LOADERS: 'timm', 'torchvision', 'open_clip', 'sam2', 'blip', 'vmamba', 'seem'
     model_id: str
-    arch: str  # 'vit' (class/patch tokens, resizable position embedding) or 'cnn'
+    arch: str  # 'vit' (class/patch tokens, resizable position embedding) or 'cnn' (any input size)
     feature: str = "cls"  # default feature kind
+    dim: int | None = None  # length of the default feature vector (checked in tests)
     img_size: int | None = None  # input size used by default; None = the pretrained config's
     params_m: float | None = None  # published parameter count (millions), checked in tests
+    params_source: str = ""  # where params_m was published
     licence: str = ""
     hub: HubSource | None = None  # official weights; None = take it from the loader's own config
     offline_copies: tuple[PackageFile, ...] = ()
     model_kwargs: dict = field(default_factory=dict)
+    tag: str | None = None  # open_clip pretrained tag
+    blocks: str | None = None  # dotted path(s) of the block list, ',' separated, '*' globs names
+    block_layout: str | None = None  # layout of a block's output: 'nld', 'nchw', 'nhwc' (None: from arch)
+    size_multiple: int = 1  # --img-size must be a multiple of this (the patch size of a ViT)
+    remap: str | None = None  # name of a checkpoint key-remapping function (medfm.backbones.remap)
     notes: str = ""

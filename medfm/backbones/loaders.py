@@ -1,47 +1,136 @@
 """Loaders: one per model library, each turning a registry entry into a module plus a data config.
 
-A loader answers three questions the pipeline asks of every backbone, whatever library made it:
-what preprocessing it expects (without building it), how to build it from resolved weights, and
-how to read its outputs as ``TokenOutput``.
+A loader answers the questions the pipeline asks of every backbone, whatever library made it:
+what preprocessing it expects (without building it), how to build it from resolved weights, how
+to read its outputs as ``TokenOutput``, and which ordered blocks it has. Library-specific loaders
+live in ``loader_*.py`` modules; each registers itself in ``LOADERS``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from contextlib import contextmanager
-from typing import Protocol
+from fnmatch import fnmatch
 
 import torch
 from torch import nn
 
 from medfm.backbones.entry import BackboneEntry
-from medfm.backbones.features import TokenOutput
+from medfm.backbones.features import TokenOutput, block_output_to_tokens
 from medfm.backbones.weights import RANDOM_INIT_SEED, HubSource, Weights
 from medfm.errors import MedfmError
 
-
-class Loader(Protocol):
-    def data_config(self, entry: BackboneEntry) -> dict: ...
-
-    def hub(self, entry: BackboneEntry) -> HubSource | None: ...
-
-    def build(self, entry: BackboneEntry, weights: Weights, img_size: int | None) -> nn.Module: ...
-
-    def tokens(self, net: nn.Module, x: torch.Tensor) -> TokenOutput: ...
-
-    def blocks(self, net: nn.Module) -> list[nn.Module]: ...
+LOADERS: dict[str, "BaseLoader"] = {}
 
 
-LOADERS: dict[str, Loader] = {}
+def register_loader(name: str):
+    def wrap(cls):
+        LOADERS[name] = cls()
+        return cls
+
+    return wrap
 
 
-def _wrong_weights(entry: BackboneEntry, weights: Weights, exc: Exception) -> MedfmError:
+def wrong_weights(entry: BackboneEntry, weights: Weights, exc: Exception | str) -> MedfmError:
     first = " ".join(str(exc).split())  # one line, whatever the library printed
     first = first if len(first) < 240 else first[:240] + "…"
     return MedfmError(
         f"{weights.path} does not fit backbone {entry.name!r} ({entry.model_id}): {first}",
         f"pass the checkpoint of {entry.model_id} (see `medfm backbones`)",
     )
+
+
+_wrong_weights = wrong_weights  # the old private name
+
+
+def resolve_blocks(net: nn.Module, spec: str) -> list[nn.Module]:
+    """Blocks named by ``spec``: dotted paths, ',' separated.
+
+    A plain name expands a container (``blocks`` -> its children); a glob picks children by name
+    without expanding them (``layer[1-4]``, ``features.denseblock*``). Parameter-free modules
+    (ReLU, pooling) are not blocks: "unfreeze the last N" counts only modules that can train.
+    """
+    found: list[nn.Module] = []
+    for path in spec.split(","):
+        *parents, last = path.strip().split(".")
+        mod = net
+        for p in parents:
+            mod = getattr(mod, p)
+        if any(c in last for c in "*?["):
+            found += [m for n, m in mod.named_children() if fnmatch(n, last)]
+        else:
+            m = getattr(mod, last)
+            found += list(m) if isinstance(m, (nn.ModuleList, nn.Sequential)) else [m]
+    return [m for m in found if any(True for _ in m.parameters())]
+
+
+def torch_load(path) -> dict:
+    """A checkpoint's state dict (safetensors or torch pickle), unwrapped from {'model': ...} etc."""
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "module"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return state
+
+
+class BaseLoader:
+    """Defaults shared by all loaders; subclasses override what their library does differently."""
+
+    requires: dict[str, str] = {}  # importable module -> pip package
+    default_blocks = "blocks"
+
+    def check_installed(self, entry: BackboneEntry) -> None:
+        for module, package in self.requires.items():
+            if importlib.util.find_spec(module) is None:
+                raise MedfmError(
+                    f"backbone {entry.name!r} needs the Python package {package!r} (module {module}), which is not installed",
+                    f"pip install {package}",
+                )
+
+    def hub(self, entry):
+        return None
+
+    def transform(self, spec):
+        """The library's own preprocessing for PIL images, or None to build it from ``data_config``."""
+        return None
+
+    def blocks(self, net: nn.Module, entry: BackboneEntry) -> list[nn.Module]:
+        return resolve_blocks(net, entry.blocks or self.default_blocks)
+
+    def block_layout(self, entry: BackboneEntry) -> str:
+        return entry.block_layout or ("nld" if entry.arch == "vit" else "nchw")
+
+    def num_prefix(self, net: nn.Module) -> int:
+        return int(getattr(net, "num_prefix_tokens", 0))
+
+    def final_norm(self, net: nn.Module) -> nn.Module | None:
+        norm = getattr(net, "norm", None)
+        return norm if isinstance(norm, nn.LayerNorm) else None
+
+    def block_tokens(self, net: nn.Module, entry: BackboneEntry, out) -> TokenOutput:
+        layout = self.block_layout(entry)
+        norm = self.final_norm(net) if layout == "nld" else None
+        return block_output_to_tokens(out, layout, self.num_prefix(net), norm)
+
+
+def seeded(build):
+    """Random init under a fixed seed, so two random builds are the same network."""
+    with torch.random.fork_rng():
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return build()
+
+
+def load_strict(net: nn.Module, state: dict, entry: BackboneEntry, weights: Weights) -> nn.Module:
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise wrong_weights(entry, weights, exc) from None
+    return net
 
 
 class _KeyReport(logging.Handler):
@@ -76,7 +165,8 @@ def _strict_timm_load():
         raise RuntimeError("; ".join(report.problems))
 
 
-class TimmLoader:
+@register_loader("timm")
+class TimmLoader(BaseLoader):
     """timm models: preprocessing from the pretrained config, tokens from ``forward_features``."""
 
     def data_config(self, entry):
@@ -85,7 +175,7 @@ class TimmLoader:
 
         cfg = get_pretrained_cfg(entry.model_id)
         if cfg is None:
-            raise MedfmError(f"timm has no pretrained config {entry.model_id!r}", "upgrade timm")
+            raise MedfmError(f"timm has no pretrained config {entry.model_id!r}", "upgrade timm: pip install -U timm")
         return dict(timm.data.resolve_data_config(pretrained_cfg=cfg.to_dict()))
 
     def hub(self, entry):
@@ -102,10 +192,14 @@ class TimmLoader:
         kwargs = dict(num_classes=0, **entry.model_kwargs)
         if img_size and entry.arch == "vit":
             kwargs["img_size"] = img_size
-        if weights.kind == "random":
-            with torch.random.fork_rng():
-                torch.manual_seed(RANDOM_INIT_SEED)
-                return timm.create_model(entry.model_id, pretrained=False, **kwargs)
+        if weights.kind == "random" or entry.remap:
+            net = seeded(lambda: timm.create_model(entry.model_id, pretrained=False, **kwargs))
+            if weights.kind == "random":
+                return net
+            from medfm.backbones.remap import REMAPS
+
+            state = REMAPS.get(entry.remap)(torch_load(weights.path), net)
+            return load_strict(net, state, entry, weights)
         # timm's own checkpoint filters run here: key remapping (e.g. Meta's DINOv2 .pth) and
         # position-embedding resampling to img_size.
         try:
@@ -114,27 +208,25 @@ class TimmLoader:
                     entry.model_id, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights.path)), **kwargs
                 )
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise _wrong_weights(entry, weights, exc) from None
+            raise wrong_weights(entry, weights, exc) from None
 
     def tokens(self, net, x):
         out = net.forward_features(x)
-        if out.ndim == 4:  # CNN feature map [B, C, H, W]
+        if out.ndim == 4:  # CNN (or SAM's neck) feature map [B, C, H, W]
             return TokenOutput(prefix=None, patches=out.flatten(2).transpose(1, 2))
-        p = getattr(net, "num_prefix_tokens", 0)
+        p = self.num_prefix(net)
         return TokenOutput(prefix=out[:, :p], patches=out[:, p:])
 
-    def blocks(self, net):
-        if hasattr(net, "blocks"):
-            return list(net.blocks)
-        if hasattr(net, "layer4"):  # ResNet family
-            return [net.layer1, net.layer2, net.layer3, net.layer4]
-        if hasattr(net, "stages"):
-            return list(net.stages)
-        raise MedfmError(f"no block list known for {type(net).__name__}", "report this backbone as a bug")
+    def final_norm(self, net):
+        norm = getattr(net, "norm", None)
+        return None if norm is None or isinstance(norm, nn.Identity) else norm
 
 
-class TorchvisionLoader:
+@register_loader("torchvision")
+class TorchvisionLoader(BaseLoader):
     """torchvision classification models (their exact ImageNet files), trunk = ``model.features``."""
+
+    default_blocks = "features"
 
     def _weights_enum(self, entry):
         import torchvision.models as tvm
@@ -159,25 +251,13 @@ class TorchvisionLoader:
     def build(self, entry, weights, img_size):
         import torchvision.models as tvm
 
-        with torch.random.fork_rng():
-            torch.manual_seed(RANDOM_INIT_SEED)
-            net = tvm.get_model(entry.model_id, weights=None)
+        net = seeded(lambda: tvm.get_model(entry.model_id, weights=None))
         if weights.kind != "random":
             state = torch.load(weights.path, map_location="cpu", weights_only=True)
-            try:
-                net.load_state_dict(state, strict=True)  # whole file, classifier included: exact match
-            except RuntimeError as exc:
-                raise _wrong_weights(entry, weights, exc) from None
+            load_strict(net, state, entry, weights)  # whole file, classifier included: exact match
         net.classifier = nn.Identity()  # features only, as timm's num_classes=0
         return net
 
     def tokens(self, net, x):
         fmap = net.features(x)  # what the model's own classifier average-pools
         return TokenOutput(prefix=None, patches=fmap.flatten(2).transpose(1, 2))
-
-    def blocks(self, net):
-        return list(net.features)
-
-
-LOADERS["timm"] = TimmLoader()
-LOADERS["torchvision"] = TorchvisionLoader()

@@ -4,15 +4,43 @@ from __future__ import annotations
 
 from medfm.backbones.zoo import BACKBONES
 
-HEADER = ("name", "family", "loader", "model id", "default feature", "default px", "params (M)", "weights licence")
+HEADER = ("name", "family", "loader", "model id", "default feature", "dim", "default px", "native px", "params (M)",
+          "weights licence")
+
+
+def _native_px(entry) -> str:
+    from medfm.backbones.loaders import LOADERS
+
+    try:
+        LOADERS[entry.loader].check_installed(entry)
+        return str(LOADERS[entry.loader].data_config(entry)["input_size"][-1])
+    except Exception:  # an optional library missing: the table still lists the entry
+        return "?"
 
 
 def backbone_rows() -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    import medfm.backbones  # noqa: F401 - registers every loader
+
     rows = []
     for name, e in BACKBONES.items():
-        px = str(e.img_size) if e.img_size else "native"
-        rows.append((name, e.family, e.loader, e.model_id, e.feature, px, f"{e.params_m:g}", e.licence))
+        native = _native_px(e)
+        px = str(e.img_size) if e.img_size else native
+        model_id = f"{e.model_id} ({e.tag})" if e.tag else e.model_id
+        rows.append((name, e.family, e.loader, model_id, e.feature, str(e.dim), px, native, f"{e.params_m:g}", e.licence))
     return HEADER, rows
+
+
+def weights_present(name: str) -> str:
+    """'yes (<where>)' if the entry's official weights are on this machine, else 'no'."""
+    from medfm.backbones.loaders import LOADERS
+    from medfm.backbones.weights import local_weights
+
+    e = BACKBONES.get(name)
+    try:
+        where = local_weights(e.hub or LOADERS[e.loader].hub(e), e.offline_copies)
+    except Exception:  # an optional library missing
+        where = None
+    return f"yes ({where})" if where else "no"
 
 
 def markdown_table() -> str:

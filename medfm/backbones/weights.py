@@ -188,3 +188,23 @@ def _download(hub: HubSource, backbone: str) -> Path:
     except Exception as exc:
         raise _offline_error(backbone, hub.url, f"{type(exc).__name__}: {exc}") from None
     return target
+
+
+def local_weights(hub: HubSource | None, offline_copies=()) -> str | None:
+    """Where the official weights already lie on this machine (no download, no hashing), or None."""
+    for copy in offline_copies:
+        if copy.locate() is not None:
+            return f"package:{copy.package}"
+    if hub is None:
+        return None
+    if hub.hf_repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        if any(isinstance(try_to_load_from_cache(hub.hf_repo, name), str) for name in hub.hf_files):
+            return "hf-cache"
+    if hub.url:
+        import torch.hub
+
+        if (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(hub.url).path)).is_file():
+            return "torch-hub-cache"
+    return None

@@ -66,14 +66,14 @@ def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec)
 
 def default_cache_path(dataset: Dataset, spec: BackboneSpec, digest: str, fmt: str, tokens: bool) -> Path:
     suffix = ".h5" if fmt == "h5" else ".zarr"
-    kind = spec.feature.replace("+", "_") + ("-tokens" if tokens else "")
+    kind = spec.feature.replace("+", "_") + (f"-last{spec.layers}" if spec.layers > 1 else "") + ("-tokens" if tokens else "")
     return cache_root() / dataset.name / f"{spec.entry.name}-{kind}-{spec.img_size}px-{digest[:12]}{suffix}"
 
 
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
     start = time.perf_counter()
     dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, skip_bad=cfg.skip_bad)
-    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature)
+    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers)
     inputs = fingerprint_inputs(cfg, dataset, spec)
     digest = fingerprint(inputs)
     path = Path(cfg.cache) if cfg.cache else default_cache_path(dataset, spec, digest, cfg.format, cfg.tokens)

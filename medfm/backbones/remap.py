@@ -1,0 +1,58 @@
+"""Checkpoint key remapping for weights published in another library's key names.
+
+Each function takes the checkpoint's state dict and the freshly built target network and returns
+a state dict the network loads with ``strict=True`` — so a mapping that leaves a key unused, or
+a tensor of the wrong shape, fails loudly instead of leaving part of the model random.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from medfm.registry import Registry
+
+REMAPS: Registry = Registry("checkpoint key remapping", "medfm.backbones.remap")
+
+# lukemelas EfficientNet-PyTorch names -> timm names. Blocks without an expansion conv (the first,
+# depthwise-separable one) number their norms one lower than inverted-residual blocks.
+_LUKEMELAS_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_LUKEMELAS_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LUKEMELAS_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                 "_project_conv": "conv_pwl", "_bn2": "bn3"}
+
+
+@REMAPS.register("lukemelas_efficientnet")
+def lukemelas_to_timm_efficientnet(state: dict, net: nn.Module) -> dict:
+    """``_blocks.{k}.*`` (one flat list) -> timm's ``blocks.{stage}.{i}.*``, by walking timm's stages."""
+    flat = [f"blocks.{s}.{i}" for s, stage in enumerate(net.blocks) for i in range(len(stage))]
+    expanded = {int(m.group(1)) for k in state if (m := re.match(r"_blocks\.(\d+)\._expand_conv\.", k))}
+    out = {}
+    for key, value in state.items():
+        m = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
+        if m:
+            k, module, rest = int(m.group(1)), m.group(2), m.group(3)
+            if k >= len(flat):
+                raise RuntimeError(f"checkpoint block {k} has no counterpart (the model has {len(flat)} blocks)")
+            names = _LUKEMELAS_IR if k in expanded else _LUKEMELAS_DS
+            out[f"{flat[k]}.{names.get(module, module)}.{rest}"] = value
+            continue
+        module, _, rest = key.partition(".")
+        out[f"{_LUKEMELAS_TOP.get(module, module)}.{rest}"] = value
+    if isinstance(getattr(net, "classifier", None), nn.Identity):  # features only (num_classes=0)
+        out = {k: v for k, v in out.items() if not k.startswith("classifier.")}
+    return out
+
+
+@REMAPS.register("seem_backbone")
+def seem_to_focalnet(state: dict, net: nn.Module) -> dict:
+    """A SEEM / X-Decoder checkpoint -> its FocalNet backbone: keep ``[model.]backbone.*``, strip the prefix."""
+    out = {}
+    for key, value in state.items():
+        m = re.match(r"(?:module\.)?(?:model\.)?backbone\.(.+)", key)
+        if m:
+            out[m.group(1)] = value
+    if not out:
+        raise RuntimeError("no 'backbone.*' keys: this is not a SEEM / X-Decoder checkpoint")
+    return out
