@@ -150,7 +150,7 @@ class DeiTProbe:
                 nn.utils.clip_grad_norm_(self.model_.parameters(), self.grad_clip)
                 opt.step()
                 sched.step()
-                total, seen = total + float(loss) * len(pos), seen + len(pos)
+                total, seen = total + loss.item() * len(pos), seen + len(pos)
             val = fn(y_val, self._predict_rows(rows_val))
             self.history_.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val": float(val),
                                   "seconds": round(time.perf_counter() - start, 2)})

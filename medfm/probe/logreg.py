@@ -29,7 +29,7 @@ class LogRegProbe:
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
-        kw = {"penalty": None} if wd == 0 else {"C": 1.0 / (wd * n)}
+        kw = {"C": np.inf if wd == 0 else 1.0 / (wd * n)}
         lr = LogisticRegression(max_iter=self.max_iter, class_weight="balanced" if self.class_weight else None,
                                 random_state=self.seed, **kw)
         return OneVsRestClassifier(lr) if self.task == "multilabel" else lr
