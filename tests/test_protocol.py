@@ -1,14 +1,16 @@
-"""The probing protocol on real PneumoniaMNIST features: heads, label budgets, seeds, CIs.
+"""The probing protocol on real data: heads, label budgets, seeds, CIs.
 
-One real cache is shared by every test here (session-scoped): ImageNet MobileNetV2 (the real
-torchvision weights) at 64 px with its 2 x 2 token grid stored, so the DeiT head has tokens.
+Real caches are session-scoped and made through the real CLI in the session's cache folder, so
+they are shared: the PneumoniaMNIST MobileNetV2 (real ImageNet weights) 112 px cache is the one
+`medfm demo` makes in test_end_to_end (reused, not recomputed, when that ran first), and the
+BreastMNIST DINOv2-S (real weights) 56 px token cache is reused by test_sweep_report's sweep.
 """
 
 import numpy as np
 import pytest
 
 from medfm.cache import FeatureCache
-from medfm.config import ExtractConfig, ProbeConfig
+from medfm.config import ProbeConfig
 from medfm.data.splits import stratified_partition
 from medfm.probe import run_probe
 from medfm.probe.linear import LinearProbe
@@ -22,13 +24,24 @@ from medfm.results import ResultsStore
 
 
 @pytest.fixture(scope="session")
-def pneumonia_cache(data_root, mobilenet_weights, tmp_path_factory) -> FeatureCache:
-    from medfm.extract import run_extract
+def pneumonia_cache(session_cli, data_root, mobilenet_weights) -> FeatureCache:
+    ex = session_cli.json("extract", "--backbone", "mobilenetv2", "--dataset", "pneumoniamnist", "--img-size", 112,
+                          "--data-root", data_root)  # exactly the demo's extraction
+    return FeatureCache(ex["cache"])
 
-    path = tmp_path_factory.mktemp("protocol") / "pneumonia-mnv2-64.zarr"
-    run_extract(ExtractConfig(backbone="mobilenetv2", dataset="pneumoniamnist", data_root=str(data_root), img_size=64,
-                              tokens=True, cache=str(path)))
-    return FeatureCache(path)
+
+@pytest.fixture(scope="session")
+def breast_tokens(session_cli, data_root, dinov2_s_weights) -> FeatureCache:
+    ex = session_cli.json(*breast_token_extract_args(data_root, dinov2_s_weights))
+    return FeatureCache(ex["cache"])
+
+
+def breast_token_extract_args(data_root, weights):
+    return ("extract", "--backbone", "dinov2_vits14", "--weights", weights, "--dataset", "breastmnist",
+            "--img-size", 56, "--tokens", "--chunk-rows", 128, "--data-root", data_root)  # several chunks to stream
+
+
+DEIT_EPOCHS = 4
 
 
 def probe(cache, tmp_path, **kw) -> dict:
@@ -59,17 +72,18 @@ def test_knn_probe_beats_chance_with_ci_and_predictions(pneumonia_cache, tmp_pat
     assert roc_auc(np.array(preds["y_true"]), np.array(preds["y_score"])) == pytest.approx(rec["test"]["roc_auc"], abs=1e-3)
 
 
-def test_deit_head_trains_from_streamed_token_cache_and_beats_chance(pneumonia_cache, tmp_path):
-    assert pneumonia_cache.meta["backbone"]["token_shape"] == [4, 1280]
-    rec = probe(pneumonia_cache, tmp_path, head="deit", head_depth=1, fraction=0.1, epochs=2, bootstrap=0)
-    assert rec["n"]["train"] == pytest.approx(471, abs=2)
+def test_deit_head_trains_from_streamed_token_cache_and_beats_chance(breast_tokens, tmp_path):
+    assert breast_tokens.meta["backbone"]["token_shape"] == [16, 384]
+    rec = probe(breast_tokens, tmp_path, head="deit", head_depth=1, epochs=DEIT_EPOCHS, bootstrap=0)
+    assert rec["n"]["train"] == 546
     assert rec["headline_metric"]["value"] > 0.75, rec["history"]
     assert rec["hyperparameters"]["depth"] == 1 and rec["hyperparameters"]["init"] == "random"
-    assert len(rec["history"]) == 2 and all(np.isfinite(h["train_loss"]) for h in rec["history"])
+    assert len(rec["history"]) == DEIT_EPOCHS and all(np.isfinite(h["train_loss"]) for h in rec["history"])
 
 
-def test_token_rows_stream_every_row_once_chunk_by_chunk(pneumonia_cache):
-    arr = pneumonia_cache.tokens("val")  # on-disk zarr array
+def test_token_rows_stream_every_row_once_chunk_by_chunk(breast_tokens):
+    arr = breast_tokens.tokens("train")  # on-disk zarr array, several chunks
+    assert arr.chunks[0] < arr.shape[0]
     rows = np.array([3, 500, 7, 1, 260, 511])
     tr = TokenRows(arr, rows)
     seen = []

@@ -1,7 +1,8 @@
 """`medfm sweep` killed midway and rerun, then `medfm report` on its store, rendered by headless Chromium.
 
 The sweep is real: two real backbones (DINOv2 ViT-S/14 and MobileNetV2, real weights) over real
-BreastMNIST at 42 px, linear + kNN heads, 2 label budgets x 2 seeds = 16 probes.
+BreastMNIST at 56 px, linear + kNN heads, 2 label budgets x 2 seeds = 16 probes. It extracts into
+the session's cache folder, so the DINOv2 token cache test_protocol made is reused.
 """
 
 import os
@@ -21,7 +22,7 @@ N_JOBS = 16
 def sweep_args(data_root, dinov2_s_weights, store):
     return ("sweep", "--backbones", "mobilenetv2,dinov2_vits14", "--weights", f"dinov2_vits14={dinov2_s_weights}",
             "--datasets", "breastmnist", "--heads", "linear,knn", "--fractions", "0.1,1.0", "--seeds", "0,1",
-            "--img-size", 42, "--data-root", data_root, "--results", store, "--bootstrap", 200)
+            "--img-size", 56, "--tokens", "--data-root", data_root, "--results", store, "--bootstrap", 200)
 
 
 def stored_rows(store) -> list[tuple]:
@@ -33,10 +34,11 @@ def stored_rows(store) -> list[tuple]:
 
 
 @pytest.fixture(scope="session")
-def swept(data_root, dinov2_s_weights, tmp_path_factory):
+def swept(session_cli, data_root, dinov2_s_weights, tmp_path_factory):
     from conftest import Cli
 
     cli = Cli(tmp_path_factory.mktemp("sweep"))
+    cli.env["MEDFM_CACHE"] = session_cli.env["MEDFM_CACHE"]
     store = cli.workdir / "results.sqlite"
     args = sweep_args(data_root, dinov2_s_weights, store)
     proc = subprocess.Popen(cli.cmd(*args), cwd=cli.workdir, env=cli.env, stdout=subprocess.DEVNULL,
