@@ -3,7 +3,7 @@
 Real caches are session-scoped and made through the real CLI in the session's cache folder, so
 they are shared: the PneumoniaMNIST MobileNetV2 (real ImageNet weights) 112 px cache is the one
 `medfm demo` makes in test_end_to_end (reused, not recomputed, when that ran first), and the
-BreastMNIST DINOv2-S (real weights) 56 px token cache is reused by test_sweep_report's sweep.
+BreastMNIST DINOv2-S (real weights) 42 px token cache is reused by test_sweep_report's sweep.
 """
 
 import numpy as np
@@ -38,10 +38,10 @@ def breast_tokens(session_cli, data_root, dinov2_s_weights) -> FeatureCache:
 
 def breast_token_extract_args(data_root, weights):
     return ("extract", "--backbone", "dinov2_vits14", "--weights", weights, "--dataset", "breastmnist",
-            "--img-size", 56, "--tokens", "--chunk-rows", 128, "--data-root", data_root)  # several chunks to stream
+            "--img-size", 42, "--tokens", "--chunk-rows", 128, "--data-root", data_root)  # several chunks to stream
 
 
-DEIT_EPOCHS = 4
+DEIT_EPOCHS = 3
 
 
 def probe(cache, tmp_path, **kw) -> dict:
@@ -73,7 +73,7 @@ def test_knn_probe_beats_chance_with_ci_and_predictions(pneumonia_cache, tmp_pat
 
 
 def test_deit_head_trains_from_streamed_token_cache_and_beats_chance(breast_tokens, tmp_path):
-    assert breast_tokens.meta["backbone"]["token_shape"] == [16, 384]
+    assert breast_tokens.meta["backbone"]["token_shape"] == [9, 384]
     rec = probe(breast_tokens, tmp_path, head="deit", head_depth=1, epochs=DEIT_EPOCHS, bootstrap=0)
     assert rec["n"]["train"] == 546
     assert rec["headline_metric"]["value"] > 0.75, rec["history"]

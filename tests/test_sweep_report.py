@@ -1,7 +1,7 @@
 """`medfm sweep` killed midway and rerun, then `medfm report` on its store, rendered by headless Chromium.
 
 The sweep is real: two real backbones (DINOv2 ViT-S/14 and MobileNetV2, real weights) over real
-BreastMNIST at 56 px, linear + kNN heads, 2 label budgets x 2 seeds = 16 probes. It extracts into
+BreastMNIST at 42 px, linear + kNN heads, 2 label budgets x 2 seeds = 16 probes. It extracts into
 the session's cache folder, so the DINOv2 token cache test_protocol made is reused.
 """
 
@@ -22,7 +22,7 @@ N_JOBS = 16
 def sweep_args(data_root, dinov2_s_weights, store):
     return ("sweep", "--backbones", "mobilenetv2,dinov2_vits14", "--weights", f"dinov2_vits14={dinov2_s_weights}",
             "--datasets", "breastmnist", "--heads", "linear,knn", "--fractions", "0.1,1.0", "--seeds", "0,1",
-            "--img-size", 56, "--tokens", "--data-root", data_root, "--results", store, "--bootstrap", 200)
+            "--img-size", 42, "--tokens", "--data-root", data_root, "--results", store, "--bootstrap", 200)
 
 
 def stored_rows(store) -> list[tuple]:
