@@ -72,12 +72,21 @@ def extract(
 @app.command()
 def probe(
     cache: Annotated[Optional[str], typer.Option(help="feature cache made by `medfm extract`")] = None,
-    head: Annotated[Optional[str], typer.Option(help="head: linear")] = None,
+    head: Annotated[Optional[str], typer.Option(help="head: linear, logreg, knn, deit")] = None,
     metric: Annotated[Optional[str], typer.Option(help="metric that chooses hyper-parameters [dataset's headline]")] = None,
     out: Annotated[Optional[str], typer.Option(help="run folder for config.json + results.json [$MEDFM_RUNS/probe/...]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="training seed [0]")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="training epochs [100]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="mini-batch size [256]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="training epochs [30]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="linear head mini-batch size [1024]")] = None,
+    min_steps: Annotated[Optional[int], typer.Option(help="linear head: at least this many steps [200]")] = None,
+    fraction: Annotated[Optional[float], typer.Option(help="label budget: stratified share of train, >= 1 per class [1.0]")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="knn head: vote weight exp(cos / T) [0.07]")] = None,
+    head_depth: Annotated[Optional[int], typer.Option(help="deit head: DeiT-B blocks, 1..12 [12]")] = None,
+    deit_weights: Annotated[Optional[str], typer.Option(help="deit head: ImageNet DeiT-B checkpoint [random init]")] = None,
+    head_lr: Annotated[Optional[float], typer.Option(help="deit head: AdamW learning rate [1e-4]")] = None,
+    head_batch_size: Annotated[Optional[int], typer.Option(help="deit head: mini-batch size [64]")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="test bootstrap resamples for the 95% CI [1000]")] = None,
+    store_predictions: Annotated[Optional[bool], typer.Option("--store-predictions/--no-store-predictions", help="keep per-sample test scores in the record [on]")] = None,
     normalize: Annotated[Optional[str], typer.Option(help="feature normalisation: standard, l2, none")] = None,
     class_weight: Annotated[Optional[bool], typer.Option("--class-weight/--no-class-weight", help="inverse-frequency class weights")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
@@ -96,6 +105,86 @@ def probe(
     _emit(record, as_json, results_table(record))
     if not as_json:
         typer.echo(f"results: {record['out']}/results.json")
+
+
+def _csv(value: str | None, cast=str) -> list | None:
+    return None if value is None else [cast(v.strip()) for v in value.split(",") if v.strip()]
+
+
+@app.command()
+def sweep(
+    preset: Annotated[Optional[str], typer.Option(help="a named study grid (--list-presets)")] = None,
+    backbones: Annotated[Optional[str], typer.Option(help="comma list of backbones")] = None,
+    datasets: Annotated[Optional[str], typer.Option(help="comma list of datasets")] = None,
+    heads: Annotated[Optional[str], typer.Option(help="comma list of heads: linear, logreg, knn, deit [linear]")] = None,
+    fractions: Annotated[Optional[str], typer.Option(help="label budgets, e.g. 0.01,0.1,1.0 [1.0]")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="seeds, e.g. 0,1,2 [0]")] = None,
+    weights: Annotated[Optional[list[str]], typer.Option(help="BACKBONE=PATH|random (repeatable); others: official weights")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="folder holding registry datasets")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="input size for every backbone [each backbone's default]")] = None,
+    tokens: Annotated[Optional[bool], typer.Option("--tokens/--no-tokens", help="store patch tokens [auto: when a head needs them]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
+    results: Annotated[Optional[str], typer.Option(help="results store [$MEDFM_RUNS/results.sqlite]")] = None,
+    out: Annotated[Optional[str], typer.Option(help="folder of per-probe run folders [$MEDFM_RUNS/sweep/<preset>]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="probe epochs (every head)")] = None,
+    head_depth: Annotated[Optional[int], typer.Option(help="deit head: DeiT-B blocks")] = None,
+    deit_weights: Annotated[Optional[str], typer.Option(help="deit head: ImageNet DeiT-B checkpoint")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="test bootstrap resamples per probe")] = None,
+    plan_only: Annotated[Optional[bool], typer.Option("--plan", help="print the plan, run nothing")] = None,
+    list_presets: Annotated[bool, typer.Option("--list-presets", help="list the presets and exit")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Plan and run backbones x datasets x heads x label budgets x seeds; resumable (finished rows are skipped)."""
+    from medfm.config import SweepConfig
+    from medfm.errors import MedfmError as _Err
+    from medfm.sweep import run_sweep
+
+    if list_presets:
+        from medfm.presets import PRESETS
+
+        for name, p in PRESETS.items():
+            typer.echo(f"{name}: {p.description}\n  backbones: {', '.join(p.backbones)}\n  datasets: {', '.join(p.datasets)}"
+                       f"\n  heads: {', '.join(p.heads)}; scenarios: {', '.join(p.scenarios)}")
+        return
+    pairs = {}
+    for item in weights or []:
+        if "=" not in item:
+            raise _Err(f"--weights {item!r} is not BACKBONE=PATH", "e.g. --weights dinov2_vits14=../shared/weights/x.safetensors")
+        k, v = item.split("=", 1)
+        pairs[k.strip()] = v.strip()
+    probe_opts = {k: v for k, v in {"epochs": epochs, "head_depth": head_depth, "deit_weights": deit_weights,
+                                    "bootstrap": bootstrap}.items() if v is not None}
+    opts = {"preset": preset, "backbones": _csv(backbones), "datasets": _csv(datasets), "heads": _csv(heads),
+            "fractions": _csv(fractions, float), "seeds": _csv(seeds, int), "weights": pairs or None,
+            "data_root": data_root, "img_size": img_size, "tokens": tokens, "device": device, "results": results,
+            "out": out, "probe": probe_opts or None, "plan_only": plan_only}
+    summary = run_sweep(SweepConfig.load(config, opts))
+    if as_json:
+        _emit(summary, True)
+    else:
+        typer.echo(f"{summary['planned']} planned, {summary['ran']} run, {summary['skipped']} already done; results: {summary['results']}")
+
+
+@app.command()
+def report(
+    results: Annotated[Optional[str], typer.Option(help="results store (SQLite) [$MEDFM_RUNS/results.sqlite]")] = None,
+    out: Annotated[Optional[str], typer.Option(help="output folder [medfm-report]")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="resamples for the seed-pooled 95% CI [1000]")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="only probe or finetune rows")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Leaderboard (Markdown, CSV, self-contained HTML) and figures from a results store."""
+    opts = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
+    from medfm.config import ReportConfig
+    from medfm.report import run_report
+
+    result = run_report(ReportConfig.load(config, opts))
+    if as_json:
+        _emit(result, True)
+    else:
+        typer.echo(result["html"])
 
 
 @app.command()

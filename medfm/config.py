@@ -89,10 +89,48 @@ class ProbeConfig(_Config):
     seed: int = 0
     lrs: list[float] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
     wds: list[float] = [0.0, 1e-5, 1e-4, 1e-3, 1e-2]
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(256, ge=1)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    min_steps: int = Field(200, ge=1)  # linear head: at least this many steps, so tiny label budgets converge
     normalize: Literal["standard", "l2", "none"] = "standard"
     class_weight: bool = False
     device: str = "auto"
     overwrite: bool = False
     results: str | None = None  # results store (SQLite) to append to [$MEDFM_RUNS/results.sqlite]
+    fraction: float = Field(1.0, gt=0, le=1)  # label budget: stratified share of train (>= 1 per class), drawn with `seed`
+    ks: list[int] = [10, 20, 50, 100, 200]  # knn head: k values swept, best on val
+    temperature: float = Field(0.07, gt=0)  # knn head: weight of a neighbour = exp(cosine / temperature)
+    head_depth: int = Field(12, ge=1, le=12)  # deit head: DeiT-B blocks kept
+    deit_weights: str | None = None  # deit head: ImageNet DeiT-B checkpoint (timm keys); None = random init
+    head_lr: float = Field(1e-4, gt=0)  # deit head: AdamW learning rate
+    head_batch_size: int = Field(64, ge=1)  # deit head: mini-batch size
+    bootstrap: int = Field(1000, ge=0)  # test-set bootstrap resamples for the 95% CI (0 = none)
+    store_predictions: bool = True  # keep per-sample test scores in the record (ROC curves, pooled CIs in reports)
+
+
+class SweepConfig(_Config):
+    SECTION: ClassVar[str] = "sweep"
+    preset: str | None = None  # a named grid (`medfm sweep --list-presets`); explicit lists below override it
+    backbones: list[str] = []
+    datasets: list[str] = []
+    heads: list[str] = []  # [linear]
+    fractions: list[float] = []  # label budgets [1.0]
+    seeds: list[int] = []  # [0]
+    weights: dict[str, str] = {}  # backbone -> checkpoint PATH or 'random' (others: official weights)
+    data_root: str | None = None
+    img_size: int | None = Field(None, ge=16)  # one input size for every backbone [each backbone's default]
+    tokens: bool | None = None  # store patch tokens [auto: when a head needs them]
+    extract_batch_size: int = Field(64, ge=1)
+    device: str = "auto"
+    results: str | None = None  # results store [$MEDFM_RUNS/results.sqlite]
+    out: str | None = None  # folder of per-probe run folders [$MEDFM_RUNS/sweep/<name>]
+    probe: dict = {}  # any `medfm probe` setting applied to every probe (epochs, head_depth, bootstrap, ...)
+    plan_only: bool = False  # print the plan (and what is done) without running anything
+
+
+class ReportConfig(_Config):
+    SECTION: ClassVar[str] = "report"
+    results: str | None = None  # results store to read [$MEDFM_RUNS/results.sqlite]
+    out: str = "medfm-report"
+    bootstrap: int = Field(1000, ge=0)  # resamples for the seed-pooled 95% CI
+    kind: str | None = None  # only probe / finetune rows

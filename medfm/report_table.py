@@ -21,7 +21,8 @@ def results_table(record: dict) -> Table:
     for m in names:
         style = "bold" if m == head else None
         t.add_row(m + (" (headline)" if m == head else ""), _fmt(record["val"].get(m)), _fmt(record["test"][m]), style=style)
-    hp = ", ".join(f"{k}={v:g}" for k, v in record.get("hyperparameters", {}).items())
+    hp = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                   for k, v in record.get("hyperparameters", {}).items())
     if hp:
         t.caption = f"chosen on val: {hp}"
     return t

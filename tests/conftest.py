@@ -102,3 +102,14 @@ def session_cli(tmp_path_factory) -> Cli:
 @pytest.fixture
 def cli(tmp_path) -> Cli:
     return Cli(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Debian Chromium (`apt-get install chromium`; .ci/run installs it) for report rendering tests."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        _missing("chromium (apt-get install -y chromium)")
+    return path

@@ -1,5 +1,9 @@
 """``medfm probe``: train a head on a feature cache, choose on val, report on test.
 
+The train split is first cut to the label budget (``--fraction``, stratified, seeded by ``--seed``).
+The record carries a bootstrap 95 % CI of the headline metric on test and, unless turned off, the
+per-sample test scores (reports draw ROC curves and seed-pooled CIs from them).
+
 Writes ``config.json`` (rerun with ``--config``) and ``results.json`` into the run folder; never
 overwrites an earlier run's results unless asked to.
 """
@@ -20,24 +24,58 @@ from medfm.errors import MedfmError
 from medfm.extract.runner import pick_device
 from medfm.metrics import check_metric_for_task, compute_metrics
 from medfm.paths import runs_root
+from medfm.cache.fingerprint import fingerprint
 from medfm.probe.heads import HEADS
+from medfm.probe.tokens import TokenRows
+from medfm.protocol import bootstrap_ci, label_subset
 from medfm.results import ResultsStore, run_key
 from medfm.ui import console
 
 VAL_FROM_TRAIN = 0.15
 
 
+def split_rows(cache: FeatureCache, seed: int) -> tuple[dict[str, tuple[str, np.ndarray]], str]:
+    """Train/val/test as (cache split, row indices); a cache without val gets one carved from train."""
+    present = cache.splits
+    if "train" not in present or "test" not in present:
+        raise MedfmError(f"cache {cache.path} needs train and test splits (has {', '.join(present)})", "re-extract it")
+    rows = {s: (s, np.arange(len(cache.labels(s)))) for s in present}
+    if "val" in rows and len(rows["val"][1]):
+        return rows, "val split from the cache"
+    parts = stratified_partition(cache.labels("train"), {"train": 1 - VAL_FROM_TRAIN, "val": VAL_FROM_TRAIN}, seed)
+    rows["train"], rows["val"] = ("train", parts["train"]), ("train", parts["val"])
+    return rows, f"val = stratified {VAL_FROM_TRAIN:.0%} of train, seed {seed} (cache had no val split)"
+
+
 def load_splits(cache: FeatureCache, seed: int) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
-    """Train/val/test arrays; a cache without val gets one carved (stratified, seeded) from train."""
-    data = {s: (cache.features(s), cache.labels(s)) for s in cache.splits}
-    if "train" not in data or "test" not in data:
-        raise MedfmError(f"cache {cache.path} needs train and test splits (has {', '.join(data)})", "re-extract it")
-    if "val" in data and len(data["val"][1]):
-        return data, "val split from the cache"
-    X, y = data["train"]
-    parts = stratified_partition(y, {"train": 1 - VAL_FROM_TRAIN, "val": VAL_FROM_TRAIN}, seed)
-    data["train"], data["val"] = (X[parts["train"]], y[parts["train"]]), (X[parts["val"]], y[parts["val"]])
-    return data, f"val = stratified {VAL_FROM_TRAIN:.0%} of train, seed {seed} (cache had no val split)"
+    """Train/val/test (features, labels) arrays, val carved as ``split_rows`` does."""
+    rows, policy = split_rows(cache, seed)
+    return {s: (cache.features(src)[idx], cache.labels(src)[idx]) for s, (src, idx) in rows.items()}, policy
+
+
+def probe_metric(cfg: ProbeConfig, cache: FeatureCache) -> str:
+    metric = cfg.metric or cache.meta["dataset"]["headline_metric"]
+    check_metric_for_task(metric, cache.meta["dataset"]["task"])
+    return metric
+
+
+def probe_run_key(cfg: ProbeConfig, cache: FeatureCache) -> str:
+    """The results-store key of this probe: cache fingerprint, head, metric and every setting that matters."""
+    identity = {"kind": "probe", "cache": cache.meta["fingerprint"], "head": cfg.head, "metric": probe_metric(cfg, cache),
+                "settings": cfg.to_dict() | {"cache": None, "out": None, "results": None, "overwrite": None,
+                                             "device": None}}
+    return run_key(identity)
+
+
+def _inputs(head, cache: FeatureCache, rows: dict[str, tuple[str, np.ndarray]], head_name: str) -> dict:
+    """What the head eats per split: pooled features, or lazily streamed token rows."""
+    if getattr(head, "input", "features") == "tokens":
+        if not cache.has_tokens():
+            raise MedfmError(f"the {head_name} head needs patch tokens, and cache {cache.path} has none",
+                             "re-extract with `medfm extract ... --tokens`")
+        return {s: TokenRows(cache.tokens(src), idx) for s, (src, idx) in rows.items()}
+    feats = {src: cache.features(src) for src in {src for src, _ in rows.values()}}
+    return {s: feats[src][idx] for s, (src, idx) in rows.items()}
 
 
 def run_probe(cfg: ProbeConfig) -> dict:
@@ -45,21 +83,29 @@ def run_probe(cfg: ProbeConfig) -> dict:
     cache = FeatureCache(cfg.cache)
     ds_meta, bb_meta = cache.meta["dataset"], cache.meta["backbone"]
     task = ds_meta["task"]
-    metric = cfg.metric or ds_meta["headline_metric"]
-    check_metric_for_task(metric, task)
+    metric = probe_metric(cfg, cache)
     head_factory = HEADS.get(cfg.head)
     out = _run_dir(cfg, ds_meta["name"], bb_meta["name"])
 
-    data, val_policy = load_splits(cache, cfg.seed)
-    (X_tr, y_tr), (X_va, y_va), (X_te, y_te) = data["train"], data["val"], data["test"]
+    rows, val_policy = split_rows(cache, cfg.seed)
+    labels = {s: cache.labels(src)[idx] for s, (src, idx) in rows.items()}
+    keep = label_subset(labels["train"], cfg.fraction, cfg.seed)
+    rows["train"] = (rows["train"][0], rows["train"][1][keep])
+    labels["train"] = labels["train"][keep]
     device = pick_device(cfg.device)
     head = head_factory(cfg, task, metric, device)
-    console.print(f"training {cfg.head} head on {len(y_tr)} train / {len(y_va)} val samples ({metric} chooses)")
-    head.fit(X_tr, y_tr, X_va, y_va, num_classes=len(ds_meta["classes"]))
-    val = compute_metrics(task, y_va, head.predict_proba(X_va))
-    test = compute_metrics(task, y_te, head.predict_proba(X_te))
+    X = _inputs(head, cache, rows, cfg.head)
+    (y_tr, y_va, y_te) = labels["train"], labels["val"], labels["test"]
+    budget = f" (label budget {cfg.fraction:g}, seed {cfg.seed})" if cfg.fraction < 1 else ""
+    console.print(f"training {cfg.head} head on {len(y_tr)} train{budget} / {len(y_va)} val samples ({metric} chooses)")
+    head.fit(X["train"], y_tr, X["val"], y_va, num_classes=len(ds_meta["classes"]))
+    p_val, p_test = head.predict_proba(X["val"]), head.predict_proba(X["test"])
+    val = compute_metrics(task, y_va, p_val)
+    test = compute_metrics(task, y_te, p_test)
+    ci = bootstrap_ci(metric, y_te, p_test, cfg.bootstrap, seed=0)
     record = {
         "medfm_version": __version__,
+        "kind": "probe",
         "dataset": ds_meta["name"],
         "task": task,
         "classes": ds_meta["classes"],
@@ -69,25 +115,31 @@ def run_probe(cfg: ProbeConfig) -> dict:
         "feature": bb_meta["feature"],
         "img_size": bb_meta["preprocessing"]["input_size"][-1],
         "head": cfg.head,
+        "fraction": cfg.fraction,
         "seed": cfg.seed,
-        "headline_metric": {"name": metric, "value": test[metric]},
+        "headline_metric": {"name": metric, "value": test[metric],
+                            "ci95": list(ci) if ci else None, "bootstrap": cfg.bootstrap},
         "hyperparameters": getattr(head, "best_params_", {}),
         "val": val,
         "test": test,
         "n": {"train": int(len(y_tr)), "val": int(len(y_va)), "test": int(len(y_te))},
+        "train_rows_sha256": fingerprint({"rows": rows["train"][1].tolist()}),
         "val_policy": val_policy,
         "cache": str(cache.path),
         "cache_fingerprint": cache.meta["fingerprint"],
-        "wall_time_s": round(time.perf_counter() - start, 3),
         "out": str(out),
     }
     if hasattr(head, "grid_"):
-        record["grid"] = [{"lr": lr, "weight_decay": wd, "val": None if not np.isfinite(s) else float(s)}
-                          for (lr, wd), s in zip(head.grid_, head.val_scores_)]
-    identity = {"kind": "probe", "cache": cache.meta["fingerprint"], "head": cfg.head, "metric": metric,
-                "settings": cfg.to_dict() | {"cache": None, "out": None, "results": None, "overwrite": None,
-                                             "device": None}}
-    record["run_key"] = run_key(identity)
+        grid = [g if isinstance(g, tuple) else (g,) for g in head.grid_]
+        names = getattr(head, "grid_names", ("value",))
+        record["grid"] = [dict(zip(names, g)) | {"val": None if not np.isfinite(s) else float(s)}
+                          for g, s in zip(grid, head.val_scores_)]
+    if getattr(head, "history_", None):
+        record["history"] = head.history_
+    if cfg.store_predictions:
+        record["predictions"] = {"test": {"y_true": y_te.tolist(), "y_score": np.round(p_test, 5).tolist()}}
+    record["wall_time_s"] = round(time.perf_counter() - start, 3)
+    record["run_key"] = probe_run_key(cfg, cache)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"probe": cfg.to_dict()}, indent=2))
     tmp = out / "results.json.tmp"

@@ -1,0 +1,75 @@
+"""scikit-learn ``LogisticRegression`` tuned over the same weight-decay grid: the reference probe.
+
+The linear head's objective is mean loss + ``wd/2 * ||W||^2``; scikit-learn minimises
+``C * sum(loss) + 1/2 * ||W||^2``, the same problem when ``C = 1 / (wd * n)`` (``wd = 0``: no
+penalty). Each grid point is one L-BFGS fit to convergence; the best on val is kept.
+Multilabel tasks fit one binary model per label.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from medfm.metrics import METRICS
+from medfm.probe.linear import FeatureScaler
+
+
+class LogRegProbe:
+    grid_names = ("weight_decay",)  # what each entry of ``grid_`` holds
+
+    def __init__(self, task: str, metric: str, wds: Sequence[float] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2),
+                 normalize: str = "standard", class_weight: bool = False, max_iter: int = 1000, seed: int = 0):
+        self.task, self.metric, self.wds = task, metric, list(wds)
+        self.normalize, self.class_weight, self.max_iter, self.seed = normalize, class_weight, max_iter, seed
+
+    def _model(self, wd: float, n: int):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
+
+        kw = {"C": np.inf if wd == 0 else 1.0 / (wd * n)}
+        lr = LogisticRegression(max_iter=self.max_iter, class_weight="balanced" if self.class_weight else None,
+                                random_state=self.seed, **kw)
+        return OneVsRestClassifier(lr) if self.task == "multilabel" else lr
+
+    def fit(self, X, y, X_val, y_val, num_classes: int | None = None) -> LogRegProbe:
+        from sklearn.exceptions import ConvergenceWarning
+
+        y = np.asarray(y)
+        self.num_classes_ = num_classes or (y.shape[1] if y.ndim == 2 else int(y.max()) + 1)
+        self.scaler_ = FeatureScaler(self.normalize).fit(X)
+        Xs, Xv = self.scaler_.transform(X), self.scaler_.transform(X_val)
+        fn = METRICS.get(self.metric).fn
+        models, scores = [], []
+        for wd in self.wds:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                m = self._model(wd, len(y)).fit(Xs, y)
+            models.append(m)
+            scores.append(fn(np.asarray(y_val), self._full_proba(m, Xv)))
+        self.val_scores_ = np.array(scores, dtype=np.float64)
+        best = int(np.nanargmax(self.val_scores_)) if np.isfinite(self.val_scores_).any() else 0
+        self.model_ = models[best]
+        self.grid_ = self.wds
+        self.best_params_ = {"weight_decay": self.wds[best]}
+        return self
+
+    def _full_proba(self, model, Xs) -> np.ndarray:
+        p = model.predict_proba(Xs)
+        if self.task == "multilabel":
+            return p
+        full = np.zeros((len(Xs), self.num_classes_))
+        full[:, model.classes_] = p  # a class missing from a small label budget gets probability 0
+        return full
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self._full_proba(self.model_, self.scaler_.transform(X))
+
+    def predict(self, X) -> np.ndarray:
+        p = self.predict_proba(X)
+        return (p >= 0.5).astype(np.int64) if self.task == "multilabel" else p.argmax(1)
+
+    def score(self, X, y) -> float:
+        return METRICS.get(self.metric).fn(np.asarray(y), self.predict_proba(X))

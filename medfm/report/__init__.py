@@ -1,0 +1,130 @@
+"""``medfm report``: the results store -> leaderboard (Markdown, CSV, self-contained HTML) + figures.
+
+Writes into ``--out``: ``leaderboard.md``, ``results.csv`` (every group: every label budget),
+``report.html`` (the table and every figure embedded as base64 PNG: one file to send around) and
+``figures/*.png``. Numbers are the headline metric, mean ± std over seeds, with the bootstrap 95 %
+CI described in ``medfm.report.aggregate``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import re
+from pathlib import Path
+
+from medfm.config import ReportConfig
+from medfm.errors import MedfmError
+from medfm.report import figures
+from medfm.report.aggregate import Group, backbone_ranks, group_rows, leaderboard
+from medfm.results import ResultsStore
+from medfm.ui import console
+
+
+def _fmt(g: Group) -> str:
+    s = f"{g.mean:.4f}" if g.mean == g.mean else "—"
+    if len(g.rows) > 1:
+        s += f" ± {g.std:.4f}"
+    if g.ci:
+        s += f" [{g.ci[0]:.4f}, {g.ci[1]:.4f}]"
+    return s
+
+
+COLUMNS = ("dataset", "metric", "backbone", "head", "kind", "fraction", "seeds", "test (mean ± std [95% CI])")
+
+
+def _row(g: Group) -> list[str]:
+    return [g.dataset, g.metric, g.backbone, g.head, g.kind, f"{g.fraction:g}", str(len(g.rows)), _fmt(g)]
+
+
+def _slug(*parts) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(str(p) for p in parts))
+
+
+def run_report(cfg: ReportConfig) -> dict:
+    store_path = Path(cfg.results) if cfg.results else None
+    if store_path is not None and not store_path.is_file():
+        raise MedfmError(f"results store {store_path} not found", "pass --results FILE (the SQLite file probes and sweeps write)")
+    store = ResultsStore(store_path)
+    records = store.records(**({"kind": cfg.kind} if cfg.kind else {}))
+    if not records:
+        raise MedfmError(f"results store {store.path} has no rows", "run `medfm probe` or `medfm sweep` first")
+    out = Path(cfg.out)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"report over {len(records)} rows of {store.path}")
+
+    groups = group_rows(records, cfg.bootstrap)
+    board = leaderboard(groups)
+    ranks = backbone_ranks(board)
+    datasets = sorted({g.dataset for g in groups})
+
+    figs: list[tuple[str, str, bytes]] = []  # (section, title, png)
+    for ds in datasets:
+        figs.append((ds, f"label efficiency — {ds}", figures.label_efficiency(groups, ds)))
+        roc = figures.roc_curves([g for g in board if g.dataset == ds], ds)
+        if roc:
+            figs.append((ds, f"ROC curves — {ds}", roc))
+        top = next((g for g in board if g.dataset == ds), None)
+        cm = figures.confusion(top) if top else None
+        if cm:
+            figs.append((ds, f"confusion matrix — {ds}, best: {top.label}", cm))
+    figs.append(("ranking", "backbone ranking", figures.ranking(ranks)))
+    for r in records:
+        if r.get("history"):
+            figs.append(("training", f"training curve — {r['dataset']} {r['backbone']} + {r['head']}",
+                         figures.training_curve(r)))
+
+    paths = []
+    for i, (_, title, png) in enumerate(figs):
+        p = fig_dir / f"{i:02d}-{_slug(title)[:80]}.png"
+        p.write_bytes(png)
+        paths.append(p)
+
+    md = ["# medfm leaderboard", "", f"Results store: `{store.path}` ({len(records)} rows). Headline metric on test at "
+          "the largest label budget: mean ± std over seeds [bootstrap 95 % CI].", "",
+          "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    md += ["| " + " | ".join(_row(g)) + " |" for g in board]
+    md += ["", "Backbone ranking (mean rank over datasets): " + ", ".join(f"{b} {r:.2f}" for b, r in ranks.items()), ""]
+    (out / "leaderboard.md").write_text("\n".join(md) + "\n")
+
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kind", "dataset", "backbone", "head", "fraction", "metric", "n_seeds", "seeds", "mean", "std",
+                    "ci95_low", "ci95_high"])
+        for g in groups:
+            w.writerow([g.kind, g.dataset, g.backbone, g.head, g.fraction, g.metric, len(g.rows),
+                        " ".join(map(str, g.seeds)), g.mean, g.std, g.ci[0] if g.ci else "", g.ci[1] if g.ci else ""])
+
+    (out / "report.html").write_text(_html(board, groups, figs, ranks, store.path, len(records)))
+    result = {"out": str(out), "html": str(out / "report.html"), "markdown": str(out / "leaderboard.md"),
+              "csv": str(out / "results.csv"), "figures": [str(p) for p in paths], "rows": len(records),
+              "groups": len(groups)}
+    console.print(f"[green]wrote[/] {out / 'report.html'} ({len(figs)} figures)")
+    return result
+
+
+def _html(board, groups, figs, ranks, store_path, n_rows) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in _row(g)) + "</tr>" for g in board)
+    imgs = "".join(
+        f'<figure><img alt="{e(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{e(title)}</figcaption></figure>"
+        for _, title, png in figs
+    )
+    rank_txt = ", ".join(f"{e(b)} {r:.2f}" for b, r in ranks.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>medfm report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#eee}}
+figure{{display:inline-block;margin:1em;vertical-align:top}}figcaption{{font-size:small;color:#444}}</style></head>
+<body><h1>medfm report</h1>
+<p>{n_rows} result rows from <code>{e(str(store_path))}</code>; {len(groups)} (backbone, dataset, head, label budget) groups.
+Headline metric on test at the largest label budget: mean ± std over seeds [bootstrap 95 % CI over test rows].</p>
+<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<p>Backbone ranking (mean rank over datasets): {rank_txt}</p>
+<h2>Figures</h2>{imgs}
+</body></html>
+"""

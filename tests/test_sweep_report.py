@@ -1,0 +1,103 @@
+"""`medfm sweep` killed midway and rerun, then `medfm report` on its store, rendered by headless Chromium.
+
+The sweep is real: two real backbones (DINOv2 ViT-S/14 and MobileNetV2, real weights) over real
+BreastMNIST at 42 px, linear + kNN heads, 2 label budgets x 2 seeds = 16 probes. It extracts into
+the session's cache folder, so the DINOv2 token cache test_protocol made is reused.
+"""
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+N_JOBS = 16
+
+
+def sweep_args(data_root, dinov2_s_weights, store):
+    return ("sweep", "--backbones", "mobilenetv2,dinov2_vits14", "--weights", f"dinov2_vits14={dinov2_s_weights}",
+            "--datasets", "breastmnist", "--heads", "linear,knn", "--fractions", "0.1,1.0", "--seeds", "0,1",
+            "--img-size", 42, "--tokens", "--data-root", data_root, "--results", store, "--bootstrap", 200)
+
+
+def stored_rows(store) -> list[tuple]:
+    try:
+        with sqlite3.connect(store, timeout=30) as con:
+            return con.execute("SELECT id, run_key, created, record FROM results ORDER BY id").fetchall()
+    except sqlite3.Error:
+        return []
+
+
+@pytest.fixture(scope="session")
+def swept(session_cli, data_root, dinov2_s_weights, tmp_path_factory):
+    from conftest import Cli
+
+    cli = Cli(tmp_path_factory.mktemp("sweep"))
+    cli.env["MEDFM_CACHE"] = session_cli.env["MEDFM_CACHE"]
+    store = cli.workdir / "results.sqlite"
+    args = sweep_args(data_root, dinov2_s_weights, store)
+    proc = subprocess.Popen(cli.cmd(*args), cwd=cli.workdir, env=cli.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while len(stored_rows(store)) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = stored_rows(store)
+    rerun = cli.json(*args)
+    again = cli.json(*args)
+    return {"cli": cli, "store": store, "before": before, "rerun": rerun, "again": again}
+
+
+def test_killed_sweep_reruns_to_the_complete_grid_without_duplicates_or_losses(swept):
+    before, after = swept["before"], stored_rows(swept["store"])
+    assert 3 <= len(before) < N_JOBS, "killed midway"
+    assert len(after) == N_JOBS and len({r[1] for r in after}) == N_JOBS  # complete, no duplicate run
+    assert after[: len(before)] == before  # rows stored before the kill are untouched
+    assert swept["rerun"]["planned"] == N_JOBS and swept["rerun"]["skipped"] == len(before)
+    assert swept["rerun"]["ran"] == N_JOBS - len(before)
+    assert swept["again"]["ran"] == 0 and swept["again"]["skipped"] == N_JOBS
+    import json
+
+    combos = {(r["backbone"], r["head"], r["fraction"], r["seed"]) for r in (json.loads(row[3]) for row in after)}
+    assert len(combos) == N_JOBS
+    rec = json.loads(after[0][3])
+    for key in ("backbone", "weights_sha256", "feature", "head", "fraction", "seed", "hyperparameters", "val", "test",
+                "wall_time_s", "cache_fingerprint"):
+        assert rec.get(key) is not None, key
+
+
+def test_report_renders_table_and_every_figure_in_headless_chromium(swept, chromium, tmp_path):
+    out = tmp_path / "report"
+    result = swept["cli"].json("report", "--results", swept["store"], "--out", out, "--bootstrap", 200)
+    md = (out / "leaderboard.md").read_text()
+    assert "mobilenetv2" in md and "dinov2_vits14" in md and "±" in md
+    csv_lines = (out / "results.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 1 + 8  # 2 backbones x 2 heads x 2 label budgets
+    assert len(result["figures"]) >= 4  # label efficiency, ROC, confusion matrix, ranking
+    for f in result["figures"]:
+        with Image.open(f) as im:
+            assert im.size[0] > 100 and im.size[1] > 100 and im.getextrema() != ((255, 255), (255, 255), (255, 255), (255, 255))
+
+    page = tmp_path / "check.html"  # the report plus a probe script that writes what the browser rendered
+    probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images];"
+             " document.body.setAttribute('data-imgs', imgs.length);"
+             " document.body.setAttribute('data-rendered', imgs.filter(i => i.complete && i.naturalWidth > 0).length);"
+             " document.body.setAttribute('data-rows', document.querySelectorAll('#leaderboard tbody tr').length);"
+             " });</script>")
+    page.write_text((out / "report.html").read_text().replace("</body>", probe + "</body>"))
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", proc.stdout).group(0)
+    attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body))
+    assert int(attrs["imgs"]) == len(result["figures"]) and attrs["rendered"] == attrs["imgs"], attrs
+    assert int(attrs["rows"]) == 4  # 2 backbones x 2 heads at the full label budget
