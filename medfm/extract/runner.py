@@ -61,7 +61,7 @@ def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec)
         "backbone": spec.identity(),
         "tokens": cfg.tokens,
         "dtype": cfg.dtype,
-    }
+    } | ({"tokens_from": spec.entry.tokens_from} if cfg.tokens and spec.entry.tokens_from != "output" else {})
 
 
 def default_cache_path(dataset: Dataset, spec: BackboneSpec, digest: str, fmt: str, tokens: bool) -> Path:
@@ -127,7 +127,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
                     "counts": dataset.summary()},
         "backbone": {**spec.identity(), "family": spec.entry.family, "feature_dim": dim,
                      "token_shape": list(token_shape) if token_shape else None, "weights_path": str(spec.weights.path)},
-        "extract": {"tokens": cfg.tokens, "dtype": cfg.dtype, "batch_size": cfg.batch_size, "chunk_rows": chunk_rows,
+        "extract": {"tokens": cfg.tokens, "tokens_from": spec.entry.tokens_from if cfg.tokens else None, "dtype": cfg.dtype, "batch_size": cfg.batch_size, "chunk_rows": chunk_rows,
                     "device": str(device), "config": cfg.to_dict()},
     }
     writer = ZarrCacheWriter(
