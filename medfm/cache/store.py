@@ -76,22 +76,28 @@ def read_meta(path: Path) -> dict | None:
     return None
 
 
-def check_matches(path: Path, meta: dict | None, fingerprint: str, inputs: dict) -> None:
+def check_matches(path: Path, meta: dict | None, fingerprint: str, inputs: dict, fmt: str = FORMAT,
+                  option: str = "--cache") -> None:
     """Refuse to reuse or overwrite a cache made for a different request."""
     if meta is None:
         return
-    if meta.get("format") != FORMAT:
-        raise MedfmError(f"{path} exists and is not a medfm feature cache", "choose another --cache path")
+    if meta.get("format") != fmt:
+        kind = fmt.removeprefix("medfm-").replace("-", " ")
+        raise MedfmError(f"{path} exists and is not a medfm {kind}", f"choose another {option} path")
     if meta.get("fingerprint") != fingerprint:
         what = describe_difference(meta.get("fingerprint_inputs", {}), inputs)
         raise MedfmError(
             f"cache {path} was made for a different request ({what})",
-            "choose another --cache path, or delete that cache to rebuild it",
+            f"choose another {option} path, or delete that cache to rebuild it",
         )
 
 
 class ZarrCacheWriter:
-    """Creates or reopens the working Zarr store and writes it chunk by chunk."""
+    """Creates or reopens the working Zarr store and writes it chunk by chunk.
+
+    Subclasses (the pixel cache) override ``_create_data`` and ``write_chunk``; creation (atomic
+    rename of a whole store), labels, ids and done flags are shared.
+    """
 
     def __init__(self, path: Path, meta: dict, layouts: dict[str, SplitLayout], labels: dict, ids: dict, dtype: str):
         import zarr
@@ -111,15 +117,9 @@ class ZarrCacheWriter:
             self.root = zarr.open_group(str(self.path), mode="r+")
         self.layouts = layouts
 
-    @staticmethod
-    def _create_split(root, split, lay: SplitLayout, labels, ids, dtype):
+    def _create_split(self, root, split, lay: SplitLayout, labels, ids, dtype):
         g = root.create_group(split)
-        g.create_array("features", shape=(lay.n, lay.feature_dim), chunks=(lay.chunk_rows, lay.feature_dim),
-                       dtype=dtype, fill_value=0, dimension_names=("sample", "feature"))
-        if lay.token_shape:
-            t, d = lay.token_shape
-            g.create_array("tokens", shape=(lay.n, t, d), chunks=(lay.chunk_rows, t, d), dtype=dtype,
-                           fill_value=0, dimension_names=("sample", "token", "channel"))
+        self._create_data(g, lay, dtype)
         dims = ("sample",) + (("class",) if labels.ndim == 2 else ())
         g.create_array("labels", data=labels, chunks=tuple(max(s, 1) for s in labels.shape), dimension_names=dims)
         g.create_array("ids", shape=(lay.n,), chunks=(max(lay.n, 1),), dtype=str, dimension_names=("sample",))
@@ -127,6 +127,15 @@ class ZarrCacheWriter:
             g["ids"][:] = np.asarray(ids, dtype=object)
         g.create_array("done", shape=(lay.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
                        dimension_names=("chunk",))
+
+    @staticmethod
+    def _create_data(g, lay: SplitLayout, dtype):
+        g.create_array("features", shape=(lay.n, lay.feature_dim), chunks=(lay.chunk_rows, lay.feature_dim),
+                       dtype=dtype, fill_value=0, dimension_names=("sample", "feature"))
+        if lay.token_shape:
+            t, d = lay.token_shape
+            g.create_array("tokens", shape=(lay.n, t, d), chunks=(lay.chunk_rows, t, d), dtype=dtype,
+                           fill_value=0, dimension_names=("sample", "token", "channel"))
 
     def pending_chunks(self, split: str) -> list[int]:
         return [int(c) for c in np.flatnonzero(self.root[split]["done"][:] == 0)]
