@@ -88,7 +88,8 @@ class PrepareConfig(_Config):
     data_root: str | None = None
     out: str | None = None  # default: $MEDFM_CACHE/<dataset>/pixels-<size>px-<fingerprint>.zarr
     workers: int | None = Field(None, ge=0)  # decoding processes [auto: the CPU count, at most 8]
-    chunk_rows: int | None = Field(None, ge=1)  # rows per resumable chunk [auto: about 8 MB]
+    chunk_rows: int | None = Field(None, ge=1)  # rows per resumable chunk [auto: a power of two, <= ~8 MB]
+    compress: Literal["none", "lz4", "zstd"] = "none"  # chunk codec: none reads fastest, zstd is smallest on disk
     split_seed: int = 0
     skip_bad: bool = False
     resume: bool = True

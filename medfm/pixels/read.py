@@ -39,17 +39,18 @@ def batch_transform(data_config: dict, img_size: int):
                          "run extract with --pixels none for this backbone")
     resize_to = scale_size(data_config, img_size)
     mode = _MODES.get(str(data_config.get("interpolation", "bicubic")), "bicubic")
-    mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(data_config["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    scale = 1.0 / (255.0 * std)  # (x / 255 - mean) / std  ==  x * scale - shift, one fused pass
+    shift = torch.tensor(data_config["mean"], dtype=torch.float32).view(1, 3, 1, 1) / std
+    top = (resize_to - img_size) // 2
 
     def apply(pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2).float()
+        x = pixels.permute(0, 3, 1, 2)
         if x.shape[-1] != resize_to:
-            x = torch.nn.functional.interpolate(x, size=(resize_to, resize_to), mode=mode, antialias=True,
-                                                align_corners=False)
-        top = (resize_to - img_size) // 2
-        x = x[..., top:top + img_size, top:top + img_size].clamp(0, 255) / 255.0
-        return ((x - mean.to(x.device)) / std.to(x.device)).contiguous()
+            x = torch.nn.functional.interpolate(x.float(), size=(resize_to, resize_to), mode=mode, antialias=True,
+                                                align_corners=False).clamp_(0, 255)
+        x = x[..., top:top + img_size, top:top + img_size].contiguous()  # crop before converting: less to convert
+        return x.float().mul_(scale.to(x.device)).sub_(shift.to(x.device))
 
     return apply
 
