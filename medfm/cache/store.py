@@ -157,6 +157,44 @@ class ZarrCacheWriter:
         self.root.attrs["medfm"] = {**meta, "complete": True}
 
 
+class BackgroundWriter:
+    """``write_chunk`` on one background thread, so the next batches compute while a chunk goes to disk.
+
+    At most ``depth`` chunks wait to be written (bounded memory). Chunks are written in the order
+    given, each still flagged done only after its data, so resume works as before; a kill loses at
+    most the queued chunks, which a rerun redoes. A write error is raised in the caller, at the
+    next ``write_chunk`` or on leaving the ``with`` block. On leaving, queued writes are finished
+    even when the caller failed (a corrupt image): chunks computed before it are kept.
+    """
+
+    def __init__(self, writer: ZarrCacheWriter, depth: int = 1):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.writer, self.depth = writer, depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medfm-cache-writer")
+        self._queued = deque()
+
+    def write_chunk(self, *args) -> None:
+        while len(self._queued) >= self.depth:
+            self._queued.popleft().result()  # re-raises the writer's error here
+        self._queued.append(self._pool.submit(self.writer.write_chunk, *args))
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            while self._queued:
+                future = self._queued.popleft()
+                if exc_type is None:
+                    future.result()
+                else:
+                    future.exception()  # wait; the caller's error is the one to report
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 def export_h5(zarr_path: Path, h5_path: Path) -> None:
     """Copy a finished Zarr cache to HDF5 (same layout; attrs as a JSON string), atomically."""
     import json

@@ -17,8 +17,8 @@ import torch
 from medfm import __version__
 from medfm.backbones import BackboneSpec, resolve_backbone
 from medfm.cache.fingerprint import fingerprint
-from medfm.cache.store import (FORMAT, FORMAT_VERSION, SplitLayout, ZarrCacheWriter, check_matches, export_h5, is_h5,
-                               read_meta, working_path)
+from medfm.cache.store import (FORMAT, FORMAT_VERSION, BackgroundWriter, SplitLayout, ZarrCacheWriter, check_matches,
+                               export_h5, is_h5, read_meta, working_path)
 from medfm.config import ExtractConfig
 from medfm.data import Dataset, create_dataset
 from medfm.data.splits import split_file_path, write_split_file
@@ -146,10 +146,10 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     )
     workers = cfg.num_workers if cfg.num_workers is not None else default_workers(device)
     extracted = 0
-    with progress() as bar:
+    with progress() as bar, BackgroundWriter(writer) as background:  # disk writes overlap the next chunk's compute
         for split_name, split in dataset.splits.items():
-            extracted += _extract_split(writer, split_name, split, backbone, layouts[split_name], cfg, device, workers, bar,
-                                        pixels)
+            extracted += _extract_split(background, split_name, split, backbone, layouts[split_name], cfg, device, workers,
+                                        bar, pixels)
     writer.finish()
     if is_h5(path):
         export_h5(work, path)
@@ -176,8 +176,8 @@ def _pixel_batches(pixels: PixelCache, split_name: str, pending: list[int], lay:
         yield transform(raw.to(device, non_blocking=True)), list(range(lo, hi)), []
 
 
-def _extract_split(writer, split_name, split, backbone, lay: SplitLayout, cfg, device, workers, bar, pixels=None) -> int:
-    pending = writer.pending_chunks(split_name)
+def _extract_split(background, split_name, split, backbone, lay: SplitLayout, cfg, device, workers, bar, pixels=None) -> int:
+    pending = background.writer.pending_chunks(split_name)
     todo = sum(min(lay.chunk_rows, lay.n - c * lay.chunk_rows) for c in pending)
     task = bar.add_task(f"{split_name:5s}", total=lay.n, completed=lay.n - todo, rate="")
     if not pending:
@@ -209,7 +209,7 @@ def _extract_split(writer, split_name, split, backbone, lay: SplitLayout, cfg, d
             done += len(idx)
             bar.update(task, advance=len(idx), rate=f"{done / (time.perf_counter() - started):.1f} img/s")
             if rows == min(lay.chunk_rows, lay.n - chunk * lay.chunk_rows):
-                writer.write_chunk(split_name, chunk, np.concatenate(feats), np.concatenate(toks) if toks else None)
+                background.write_chunk(split_name, chunk, np.concatenate(feats), np.concatenate(toks) if toks else None)
                 feats, toks, rows = [], [], 0
                 chunk = next(chunk_iter, None)
     return done
