@@ -54,6 +54,7 @@ def test_peak_memory_does_not_grow_with_dataset_size(tmp_path):
     print(f"peak RSS: {small['peak_kb'] >> 10} MB after 2,100 images, {big['peak_kb'] >> 10} MB after 20,100")
     peak_small, peak_big = small["peak_kb"] * 1024, big["peak_kb"] * 1024
     kept_if_leaking = (big["extracted"] - small["extracted"]) * ROW_BYTES
-    # the bound, and a sharper one: growth well under what accumulating the outputs would cost
+    # the bound, and a sharper one (a simulated leak, keeping every output, grew 263 MB and passed 1.5x):
+    # growth under half of what keeping the outputs would cost (measured: +45 MB, mostly the bigger .npz)
     assert peak_big <= 1.5 * peak_small, (peak_small >> 20, peak_big >> 20)
-    assert peak_big - peak_small < kept_if_leaking / 3, ((peak_big - peak_small) >> 20, kept_if_leaking >> 20)
+    assert peak_big - peak_small < kept_if_leaking / 2, ((peak_big - peak_small) >> 20, kept_if_leaking >> 20)

@@ -25,7 +25,7 @@ from medfm.data.splits import split_file_path, write_split_file
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers, make_loader
 from medfm.paths import cache_root
-from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, scale_size
+from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, reproducible, scale_size
 from medfm.ui import console, progress
 
 CHUNK_TARGET_BYTES = 32 << 20  # a chunk of rows holds at most about this much (features + tokens) ...
@@ -78,7 +78,8 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     start = time.perf_counter()
     dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, skip_bad=cfg.skip_bad)
     spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers)
-    pixels = find_pixel_cache(dataset, scale_size(spec.data_config, spec.img_size), cfg.pixels)
+    use = cfg.pixels if (cfg.pixels or reproducible(spec.data_config)) else "none"  # auto: only where it is exact in geometry
+    pixels = find_pixel_cache(dataset, scale_size(spec.data_config, spec.img_size), use)
     if pixels is not None:
         console.print(f"reading pre-decoded pixels from {pixels.path} ({pixels.size} px)")
     inputs = fingerprint_inputs(cfg, dataset, spec, pixels)

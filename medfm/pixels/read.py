@@ -32,9 +32,14 @@ def scale_size(data_config: dict, img_size: int) -> int:
     return math.floor(img_size / float(data_config.get("crop_pct") or 1.0))
 
 
+def reproducible(data_config: dict) -> bool:
+    """Whether the backbone's preprocessing crops the centre (so a centre square holds its input)."""
+    return data_config.get("resize_mode", "shortest") in ("shortest", "center")
+
+
 def batch_transform(data_config: dict, img_size: int):
     """uint8 ``[B, N, N, 3]`` (any device) -> normalised float ``[B, 3, img_size, img_size]``."""
-    if data_config.get("resize_mode", "shortest") not in ("shortest", "center"):
+    if not reproducible(data_config):
         raise MedfmError(f"the pixel cache cannot reproduce resize_mode={data_config['resize_mode']!r}",
                          "run extract with --pixels none for this backbone")
     resize_to = scale_size(data_config, img_size)
