@@ -92,3 +92,23 @@ def test_bad_names_and_paths(tmp_path):
         resolve_backbone("dinov2_vits14", weights="random", feature="clss")
     with pytest.raises(MedfmError, match=r"weights file .*nope\.pth does not exist"):
         resolve_backbone("dinov2_vits14", weights=str(tmp_path / "nope.pth"))
+
+
+def test_dinov2_stores_pre_norm_patch_tokens_like_the_first_studys_deit_head():
+    """DINOv2's cached tokens are the last block's output before the final norm (study 1 reads those);
+    the pooled CLS feature stays the normed one. Other ViTs store their output tokens."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 56, 56)
+    bb = create_backbone("dinov2_vits14", weights="random", img_size=56)
+    with torch.no_grad():
+        torch.nn.init.normal_(bb.net.norm.weight, 1.0, 0.5)  # a non-trivial final norm, so pre/post differ clearly
+        pooled, tokens = bb.embed(x, with_tokens=True)
+        normed = bb.net.forward_features(x)
+    assert tokens.shape == (2, 16, 384)
+    assert torch.allclose(pooled, normed[:, 0], atol=1e-5)  # feature unchanged: normed CLS
+    assert not torch.allclose(tokens, normed[:, 1:], atol=1e-3)
+    assert torch.allclose(bb.net.norm(tokens), normed[:, 1:], atol=1e-5)  # exactly the tokens before the norm
+    deit = create_backbone("deit_b", weights="random", img_size=32)
+    with torch.no_grad():
+        _, deit_tokens = deit.embed(torch.randn(1, 3, 32, 32), with_tokens=True)
+        assert deit.spec.entry.tokens_from == "output" and deit_tokens.shape == (1, 4, 768)

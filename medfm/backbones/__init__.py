@@ -104,11 +104,25 @@ class Backbone:
 
     def embed(self, x: torch.Tensor, with_tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pooled features ``[B, D]`` (the spec's feature kind) and optionally patch tokens ``[B, T, D]``."""
-        if self.spec.layers > 1:
-            out, per_block = self.tokens_by_block(x, self.spec.layers)
-            return torch.cat([self._feature(o) for o in per_block], dim=1), (out.patches if with_tokens else None)
-        out = self.tokens(x)
-        return self._feature(out), (out.patches if with_tokens else None)
+        last_block: list = []
+        hook = None
+        if with_tokens and self.spec.entry.tokens_from == "last_block":
+            hook = self.blocks()[-1].register_forward_hook(lambda m, i, o: last_block.append(o))
+        try:
+            if self.spec.layers > 1:
+                out, per_block = self.tokens_by_block(x, self.spec.layers)
+                pooled = torch.cat([self._feature(o) for o in per_block], dim=1)
+            else:
+                out = self.tokens(x)
+                pooled = self._feature(out)
+        finally:
+            if hook is not None:
+                hook.remove()
+        if not with_tokens:
+            return pooled, None
+        if last_block:  # the last block's output, before the final norm: drop the class/register tokens
+            return pooled, last_block[-1][:, self._loader.num_prefix(self.net):]
+        return pooled, out.patches
 
     def tokens_by_block(self, x: torch.Tensor, last: int) -> tuple[TokenOutput, list[TokenOutput]]:
         """The model's output and the outputs of its last ``last`` blocks, in one forward pass."""

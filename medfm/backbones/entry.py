@@ -33,4 +33,8 @@ class BackboneEntry:
     block_layout: str | None = None  # layout of a block's output: 'nld', 'nchw', 'nhwc' (None: from arch)
     size_multiple: int = 1  # --img-size must be a multiple of this (the patch size of a ViT)
     remap: str | None = None  # name of a checkpoint key-remapping function (medfm.backbones.remap)
+    # which patch tokens `--tokens` stores (and attention heads read): 'output' = the model's output
+    # (after its final norm), 'last_block' = the last block's output before that norm (DINOv2's, as the
+    # first study's DeiT head reads them)
+    tokens_from: str = "output"
     notes: str = ""

@@ -32,7 +32,7 @@ for size, arch, dim, params in (("s", "small", 384, 22.1), ("b", "base", 768, 86
         add(name=f"dinov2_vit{size}14{reg}", family="DINOv2", loader="timm",
             model_id=f"vit_{arch}_patch14{'_reg4' if reg else ''}_dinov2.lvd142m", arch="vit", feature="cls", dim=dim,
             img_size=224, size_multiple=14, params_m=params, params_source=TIMM_CARD, licence="Apache-2.0",
-            notes="with 4 register tokens" if reg else "")
+            tokens_from="last_block", notes="with 4 register tokens" if reg else "")
 
 for size, arch, patch, dim, params in (("b16", "base", 16, 768, 85.8), ("l16", "large", 16, 1024, 303.3),
                                       ("h14", "huge", 14, 1280, 630.8)):

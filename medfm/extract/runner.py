@@ -62,7 +62,7 @@ def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec,
         "backbone": spec.identity(),
         "tokens": cfg.tokens,
         "dtype": cfg.dtype,
-    }
+    } | ({"tokens_from": spec.entry.tokens_from} if cfg.tokens and spec.entry.tokens_from != "output" else {})
     if pixels is not None:  # absent when decoding files, so those caches keep their fingerprint
         inputs["pixels"] = {"fingerprint": pixels.fingerprint, "size": pixels.size, "transform": "batch (torch, antialiased)"}
     return inputs
@@ -136,7 +136,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
         "backbone": {**spec.identity(), "family": spec.entry.family, "feature_dim": dim,
                      "token_shape": list(token_shape) if token_shape else None, "weights_path": str(spec.weights.path)},
         "pixels": {"path": str(pixels.path), "fingerprint": pixels.fingerprint, "size": pixels.size} if pixels else None,
-        "extract": {"tokens": cfg.tokens, "dtype": cfg.dtype, "batch_size": cfg.batch_size, "chunk_rows": chunk_rows,
+        "extract": {"tokens": cfg.tokens, "tokens_from": spec.entry.tokens_from if cfg.tokens else None, "dtype": cfg.dtype, "batch_size": cfg.batch_size, "chunk_rows": chunk_rows,
                     "device": str(device), "config": cfg.to_dict()},
     }
     writer = ZarrCacheWriter(
