@@ -54,6 +54,7 @@ def extract(
     resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="continue an interrupted extraction [on]")] = None,
     chunk_rows: Annotated[Optional[int], typer.Option(help="rows per resumable chunk, a multiple of --batch-size [auto]")] = None,
     skip_bad: Annotated[Optional[bool], typer.Option("--skip-bad", help="skip rows whose file is missing/unreadable or label unknown (each listed on the log)")] = None,
+    pixels: Annotated[Optional[str], typer.Option(help="pixel cache from `medfm prepare`: PATH, or 'none' [auto: a matching one under $MEDFM_CACHE]")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ):
@@ -63,6 +64,33 @@ def extract(
     from medfm.extract import run_extract
 
     result = run_extract(ExtractConfig.load(config, opts))
+    if as_json:
+        _emit(result.to_dict(), True)
+    else:
+        typer.echo(str(result.cache))
+
+
+@app.command()
+def prepare(
+    dataset: Annotated[Optional[str], typer.Option(help="dataset name (`medfm datasets`), CSV manifest or image folder")] = None,
+    size: Annotated[Optional[int], typer.Option(help="side of the stored RGB squares, e.g. 224, 256, 518 [256]")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="folder holding registry datasets [$MEDFM_DATA, ../shared/data]")] = None,
+    out: Annotated[Optional[str], typer.Option(help="pixel cache path (.zarr) [$MEDFM_CACHE/<dataset>/pixels-<size>px-<fp>.zarr]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="decoding worker processes [auto: CPU count, at most 8]")] = None,
+    chunk_rows: Annotated[Optional[int], typer.Option(help="rows per resumable chunk [auto: a power of two, <= ~8 MB]")] = None,
+    compress: Annotated[Optional[str], typer.Option(help="chunk codec: none (fastest reads, default), lz4, zstd (smallest)")] = None,
+    split_seed: Annotated[Optional[int], typer.Option(help="seed of any split medfm makes [0]")] = None,
+    skip_bad: Annotated[Optional[bool], typer.Option("--skip-bad", help="skip rows whose file is missing/unreadable or label unknown")] = None,
+    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="continue an interrupted prepare [on]")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Decode every image once into a uint8 pixel cache that `medfm extract` reads for every backbone."""
+    opts = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
+    from medfm.config import PrepareConfig
+    from medfm.pixels import run_prepare
+
+    result = run_prepare(PrepareConfig.load(config, opts))
     if as_json:
         _emit(result.to_dict(), True)
     else:

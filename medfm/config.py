@@ -78,6 +78,21 @@ class ExtractConfig(_Config):
     resume: bool = True
     chunk_rows: int | None = Field(None, ge=1)  # rows per resumable chunk [auto: <= 1024 rows, <= 32 MB]
     skip_bad: bool = False  # drop rows with a missing/unreadable file or unknown label, listing each on the log
+    pixels: str | None = None  # pixel cache to read: PATH, 'none', or None = a matching one under $MEDFM_CACHE if present
+
+
+class PrepareConfig(_Config):
+    SECTION: ClassVar[str] = "prepare"
+    dataset: str
+    size: int = Field(256, ge=16)  # side of the stored RGB squares (shorter side -> size, centre crop)
+    data_root: str | None = None
+    out: str | None = None  # default: $MEDFM_CACHE/<dataset>/pixels-<size>px-<fingerprint>.zarr
+    workers: int | None = Field(None, ge=0)  # decoding processes [auto: the CPU count, at most 8]
+    chunk_rows: int | None = Field(None, ge=1)  # rows per resumable chunk [auto: a power of two, <= ~8 MB]
+    compress: Literal["none", "lz4", "zstd"] = "none"  # chunk codec: none reads fastest, zstd is smallest on disk
+    split_seed: int = 0
+    skip_bad: bool = False
+    resume: bool = True
 
 
 class ProbeConfig(_Config):

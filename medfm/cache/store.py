@@ -76,22 +76,28 @@ def read_meta(path: Path) -> dict | None:
     return None
 
 
-def check_matches(path: Path, meta: dict | None, fingerprint: str, inputs: dict) -> None:
+def check_matches(path: Path, meta: dict | None, fingerprint: str, inputs: dict, fmt: str = FORMAT,
+                  option: str = "--cache") -> None:
     """Refuse to reuse or overwrite a cache made for a different request."""
     if meta is None:
         return
-    if meta.get("format") != FORMAT:
-        raise MedfmError(f"{path} exists and is not a medfm feature cache", "choose another --cache path")
+    if meta.get("format") != fmt:
+        kind = fmt.removeprefix("medfm-").replace("-", " ")
+        raise MedfmError(f"{path} exists and is not a medfm {kind}", f"choose another {option} path")
     if meta.get("fingerprint") != fingerprint:
         what = describe_difference(meta.get("fingerprint_inputs", {}), inputs)
         raise MedfmError(
             f"cache {path} was made for a different request ({what})",
-            "choose another --cache path, or delete that cache to rebuild it",
+            f"choose another {option} path, or delete that cache to rebuild it",
         )
 
 
 class ZarrCacheWriter:
-    """Creates or reopens the working Zarr store and writes it chunk by chunk."""
+    """Creates or reopens the working Zarr store and writes it chunk by chunk.
+
+    Subclasses (the pixel cache) override ``_create_data`` and ``write_chunk``; creation (atomic
+    rename of a whole store), labels, ids and done flags are shared.
+    """
 
     def __init__(self, path: Path, meta: dict, layouts: dict[str, SplitLayout], labels: dict, ids: dict, dtype: str):
         import zarr
@@ -111,15 +117,9 @@ class ZarrCacheWriter:
             self.root = zarr.open_group(str(self.path), mode="r+")
         self.layouts = layouts
 
-    @staticmethod
-    def _create_split(root, split, lay: SplitLayout, labels, ids, dtype):
+    def _create_split(self, root, split, lay: SplitLayout, labels, ids, dtype):
         g = root.create_group(split)
-        g.create_array("features", shape=(lay.n, lay.feature_dim), chunks=(lay.chunk_rows, lay.feature_dim),
-                       dtype=dtype, fill_value=0, dimension_names=("sample", "feature"))
-        if lay.token_shape:
-            t, d = lay.token_shape
-            g.create_array("tokens", shape=(lay.n, t, d), chunks=(lay.chunk_rows, t, d), dtype=dtype,
-                           fill_value=0, dimension_names=("sample", "token", "channel"))
+        self._create_data(g, lay, dtype)
         dims = ("sample",) + (("class",) if labels.ndim == 2 else ())
         g.create_array("labels", data=labels, chunks=tuple(max(s, 1) for s in labels.shape), dimension_names=dims)
         g.create_array("ids", shape=(lay.n,), chunks=(max(lay.n, 1),), dtype=str, dimension_names=("sample",))
@@ -127,6 +127,15 @@ class ZarrCacheWriter:
             g["ids"][:] = np.asarray(ids, dtype=object)
         g.create_array("done", shape=(lay.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
                        dimension_names=("chunk",))
+
+    @staticmethod
+    def _create_data(g, lay: SplitLayout, dtype):
+        g.create_array("features", shape=(lay.n, lay.feature_dim), chunks=(lay.chunk_rows, lay.feature_dim),
+                       dtype=dtype, fill_value=0, dimension_names=("sample", "feature"))
+        if lay.token_shape:
+            t, d = lay.token_shape
+            g.create_array("tokens", shape=(lay.n, t, d), chunks=(lay.chunk_rows, t, d), dtype=dtype,
+                           fill_value=0, dimension_names=("sample", "token", "channel"))
 
     def pending_chunks(self, split: str) -> list[int]:
         return [int(c) for c in np.flatnonzero(self.root[split]["done"][:] == 0)]
@@ -146,6 +155,44 @@ class ZarrCacheWriter:
     def finish(self) -> None:
         meta = dict(self.root.attrs["medfm"])
         self.root.attrs["medfm"] = {**meta, "complete": True}
+
+
+class BackgroundWriter:
+    """``write_chunk`` on one background thread, so the next batches compute while a chunk goes to disk.
+
+    At most ``depth`` chunks wait to be written (bounded memory). Chunks are written in the order
+    given, each still flagged done only after its data, so resume works as before; a kill loses at
+    most the queued chunks, which a rerun redoes. A write error is raised in the caller, at the
+    next ``write_chunk`` or on leaving the ``with`` block. On leaving, queued writes are finished
+    even when the caller failed (a corrupt image): chunks computed before it are kept.
+    """
+
+    def __init__(self, writer: ZarrCacheWriter, depth: int = 1):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.writer, self.depth = writer, depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medfm-cache-writer")
+        self._queued = deque()
+
+    def write_chunk(self, *args) -> None:
+        while len(self._queued) >= self.depth:
+            self._queued.popleft().result()  # re-raises the writer's error here
+        self._queued.append(self._pool.submit(self.writer.write_chunk, *args))
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            while self._queued:
+                future = self._queued.popleft()
+                if exc_type is None:
+                    future.result()
+                else:
+                    future.exception()  # wait; the caller's error is the one to report
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def export_h5(zarr_path: Path, h5_path: Path) -> None:

@@ -17,14 +17,15 @@ import torch
 from medfm import __version__
 from medfm.backbones import BackboneSpec, resolve_backbone
 from medfm.cache.fingerprint import fingerprint
-from medfm.cache.store import (FORMAT, FORMAT_VERSION, SplitLayout, ZarrCacheWriter, check_matches, export_h5, is_h5,
-                               read_meta, working_path)
+from medfm.cache.store import (FORMAT, FORMAT_VERSION, BackgroundWriter, SplitLayout, ZarrCacheWriter, check_matches,
+                               export_h5, is_h5, read_meta, working_path)
 from medfm.config import ExtractConfig
 from medfm.data import Dataset, create_dataset
 from medfm.data.splits import split_file_path, write_split_file
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers, make_loader
 from medfm.paths import cache_root
+from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, reproducible, scale_size
 from medfm.ui import console, progress
 
 CHUNK_TARGET_BYTES = 32 << 20  # a chunk of rows holds at most about this much (features + tokens) ...
@@ -53,8 +54,8 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec) -> dict:
-    return {
+def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec, pixels: PixelCache | None = None) -> dict:
+    inputs = {
         "format_version": FORMAT_VERSION,
         "medfm_version": __version__,
         "dataset": dataset.identity,
@@ -62,6 +63,9 @@ def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec)
         "tokens": cfg.tokens,
         "dtype": cfg.dtype,
     } | ({"tokens_from": spec.entry.tokens_from} if cfg.tokens and spec.entry.tokens_from != "output" else {})
+    if pixels is not None:  # absent when decoding files, so those caches keep their fingerprint
+        inputs["pixels"] = {"fingerprint": pixels.fingerprint, "size": pixels.size, "transform": "batch (torch, antialiased)"}
+    return inputs
 
 
 def default_cache_path(dataset: Dataset, spec: BackboneSpec, digest: str, fmt: str, tokens: bool) -> Path:
@@ -74,7 +78,11 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     start = time.perf_counter()
     dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, skip_bad=cfg.skip_bad)
     spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers)
-    inputs = fingerprint_inputs(cfg, dataset, spec)
+    use = cfg.pixels if (cfg.pixels or reproducible(spec.data_config)) else "none"  # auto: only where it is exact in geometry
+    pixels = find_pixel_cache(dataset, scale_size(spec.data_config, spec.img_size), use)
+    if pixels is not None:
+        console.print(f"reading pre-decoded pixels from {pixels.path} ({pixels.size} px)")
+    inputs = fingerprint_inputs(cfg, dataset, spec, pixels)
     digest = fingerprint(inputs)
     path = Path(cfg.cache) if cfg.cache else default_cache_path(dataset, spec, digest, cfg.format, cfg.tokens)
     if cfg.cache and is_h5(path) != (cfg.format == "h5"):
@@ -127,6 +135,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
                     "counts": dataset.summary()},
         "backbone": {**spec.identity(), "family": spec.entry.family, "feature_dim": dim,
                      "token_shape": list(token_shape) if token_shape else None, "weights_path": str(spec.weights.path)},
+        "pixels": {"path": str(pixels.path), "fingerprint": pixels.fingerprint, "size": pixels.size} if pixels else None,
         "extract": {"tokens": cfg.tokens, "tokens_from": spec.entry.tokens_from if cfg.tokens else None, "dtype": cfg.dtype, "batch_size": cfg.batch_size, "chunk_rows": chunk_rows,
                     "device": str(device), "config": cfg.to_dict()},
     }
@@ -138,9 +147,10 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     )
     workers = cfg.num_workers if cfg.num_workers is not None else default_workers(device)
     extracted = 0
-    with progress() as bar:
+    with progress() as bar, BackgroundWriter(writer) as background:  # disk writes overlap the next chunk's compute
         for split_name, split in dataset.splits.items():
-            extracted += _extract_split(writer, split_name, split, backbone, layouts[split_name], cfg, device, workers, bar)
+            extracted += _extract_split(background, split_name, split, backbone, layouts[split_name], cfg, device, workers,
+                                        bar, pixels)
     writer.finish()
     if is_h5(path):
         export_h5(work, path)
@@ -156,14 +166,29 @@ def _output_shapes(backbone, spec, device, tokens: bool):
     return int(pooled.shape[1]), (tuple(int(s) for s in toks.shape[1:]) if toks is not None else None)
 
 
-def _extract_split(writer, split_name, split, backbone, lay: SplitLayout, cfg, device, workers, bar) -> int:
-    pending = writer.pending_chunks(split_name)
+def _pixel_batches(pixels: PixelCache, split_name: str, pending: list[int], lay: SplitLayout, batch_size: int,
+                   transform, device):
+    """Batches of pre-decoded pixels, preprocessed on ``device``, in the loader's (images, idx, errors) form."""
+    ranges = [(lo, min(lo + batch_size, hi)) for c in pending
+              for hi in [min((c + 1) * lay.chunk_rows, lay.n)] for lo in range(c * lay.chunk_rows, hi, batch_size)]
+    for (lo, hi), raw in zip(ranges, pixels.batches(split_name, ranges)):
+        if device.type == "cuda":
+            raw = raw.pin_memory()
+        yield transform(raw.to(device, non_blocking=True)), list(range(lo, hi)), []
+
+
+def _extract_split(background, split_name, split, backbone, lay: SplitLayout, cfg, device, workers, bar, pixels=None) -> int:
+    pending = background.writer.pending_chunks(split_name)
     todo = sum(min(lay.chunk_rows, lay.n - c * lay.chunk_rows) for c in pending)
     task = bar.add_task(f"{split_name:5s}", total=lay.n, completed=lay.n - todo, rate="")
     if not pending:
         return 0
     indices = [i for c in pending for i in range(c * lay.chunk_rows, min((c + 1) * lay.chunk_rows, lay.n))]
-    loader = make_loader(split, backbone.transform, indices, cfg.batch_size, workers, device)
+    if pixels is not None:
+        loader = _pixel_batches(pixels, split_name, pending, lay, cfg.batch_size,
+                                batch_transform(backbone.spec.data_config, backbone.spec.img_size), device)
+    else:
+        loader = make_loader(split, backbone.transform, indices, cfg.batch_size, workers, device)
     np_dtype = np.float16 if cfg.dtype == "float16" else np.float32
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     feats, toks, rows, chunk_iter = [], [], 0, iter(pending)
@@ -185,7 +210,7 @@ def _extract_split(writer, split_name, split, backbone, lay: SplitLayout, cfg, d
             done += len(idx)
             bar.update(task, advance=len(idx), rate=f"{done / (time.perf_counter() - started):.1f} img/s")
             if rows == min(lay.chunk_rows, lay.n - chunk * lay.chunk_rows):
-                writer.write_chunk(split_name, chunk, np.concatenate(feats), np.concatenate(toks) if toks else None)
+                background.write_chunk(split_name, chunk, np.concatenate(feats), np.concatenate(toks) if toks else None)
                 feats, toks, rows = [], [], 0
                 chunk = next(chunk_iter, None)
     return done
