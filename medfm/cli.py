@@ -64,6 +64,8 @@ def extract(
     from medfm.extract import run_extract
 
     result = run_extract(ExtractConfig.load(config, opts))
+    if result.rank:
+        return  # under torchrun only rank 0 prints
     if as_json:
         _emit(result.to_dict(), True)
     else:

@@ -22,7 +22,9 @@ from medfm.cache.store import (FORMAT, FORMAT_VERSION, BackgroundWriter, SplitLa
 from medfm.config import ExtractConfig
 from medfm.data import Dataset, create_dataset
 from medfm.data.splits import split_file_path, write_split_file
+from medfm.distributed import Dist, setup
 from medfm.errors import MedfmError
+from medfm.extract.shard import assign_chunks
 from medfm.extract.loader import default_workers, make_loader
 from medfm.paths import cache_root
 from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, reproducible, scale_size
@@ -40,18 +42,12 @@ class ExtractResult:
     extracted: int  # images run through the backbone in this call (0 = reused)
     reused: bool
     seconds: float
+    world_size: int = 1  # torchrun processes that shared the work (extracted counts all of them)
+    rank: int = 0  # this process's rank: only rank 0 reports
 
     def to_dict(self) -> dict:
         return {"cache": str(self.cache), "fingerprint": self.fingerprint, "extracted": self.extracted,
-                "reused": self.reused, "seconds": round(self.seconds, 2)}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MedfmError(f"--device {name} asked for, but torch sees no CUDA device", "use --device cpu or auto")
-    return torch.device(name)
+                "reused": self.reused, "seconds": round(self.seconds, 2), "world_size": self.world_size}
 
 
 def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec, pixels: PixelCache | None = None) -> dict:
@@ -75,13 +71,29 @@ def default_cache_path(dataset: Dataset, spec: BackboneSpec, digest: str, fmt: s
 
 
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
+    """Extract (or reuse) the cache ``cfg`` asks for; under torchrun every rank calls this.
+
+    Under torchrun the chunks still to do are dealt round-robin to the ranks; each rank writes only
+    its own chunks (whole Zarr chunk files, so no locks), rank 0 alone creates the store, writes
+    the split file and marks the cache complete once every rank is done. A chunk is computed from
+    exactly the batches a single process would use, so the cache is the same either way.
+    """
     start = time.perf_counter()
+    d, device = setup(cfg.device)
+    try:
+        return _run_extract(cfg, d, device, start)
+    finally:
+        d.close()
+
+
+def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float) -> ExtractResult:
+    say = console.print if d.is_main else (lambda *args, **kwargs: None)
     dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, skip_bad=cfg.skip_bad)
     spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers)
     use = cfg.pixels if (cfg.pixels or reproducible(spec.data_config)) else "none"  # auto: only where it is exact in geometry
     pixels = find_pixel_cache(dataset, scale_size(spec.data_config, spec.img_size), use)
     if pixels is not None:
-        console.print(f"reading pre-decoded pixels from {pixels.path} ({pixels.size} px)")
+        say(f"reading pre-decoded pixels from {pixels.path} ({pixels.size} px)")
     inputs = fingerprint_inputs(cfg, dataset, spec, pixels)
     digest = fingerprint(inputs)
     path = Path(cfg.cache) if cfg.cache else default_cache_path(dataset, spec, digest, cfg.format, cfg.tokens)
@@ -90,18 +102,19 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 
     final_meta = read_meta(path)
     check_matches(path, final_meta, digest, inputs)
-    write_split_file(dataset, split_file_path(path))  # its sha256 is in the fingerprint: same path, same bytes
+    if d.is_main:
+        write_split_file(dataset, split_file_path(path))  # its sha256 is in the fingerprint: same path, same bytes
     if final_meta and final_meta.get("complete"):
-        console.print(f"[green]reusing finished cache[/] {path} (fingerprint {digest[:12]}); no backbone work done")
-        return ExtractResult(path, digest, 0, True, time.perf_counter() - start)
+        say(f"[green]reusing finished cache[/] {path} (fingerprint {digest[:12]}); no backbone work done")
+        return ExtractResult(path, digest, 0, True, time.perf_counter() - start, d.world, d.rank)
     work = working_path(path)
     work_meta = read_meta(work) if work != path else final_meta
     check_matches(work, work_meta, digest, inputs)
     if work_meta is not None and not cfg.resume:
         raise MedfmError(f"an unfinished cache exists at {work}", "rerun with --resume (default), or delete it")
+    d.barrier()  # every rank has seen the store as it was before rank 0 creates it
 
-    device = pick_device(cfg.device)
-    console.print(f"building [bold]{spec.entry.name}[/] ({spec.entry.model_id}, weights: {spec.weights.origin}) on {device}")
+    say(f"building [bold]{spec.entry.name}[/] ({spec.entry.model_id}, weights: {spec.weights.origin}) on {device}")
     backbone = spec.build(device)
     if device.type == "cuda" and spec.entry.arch == "cnn":
         backbone.net.to(memory_format=torch.channels_last)
@@ -137,26 +150,39 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
                      "token_shape": list(token_shape) if token_shape else None, "weights_path": str(spec.weights.path)},
         "pixels": {"path": str(pixels.path), "fingerprint": pixels.fingerprint, "size": pixels.size} if pixels else None,
         "extract": {"tokens": cfg.tokens, "tokens_from": spec.entry.tokens_from if cfg.tokens else None, "dtype": cfg.dtype, "batch_size": cfg.batch_size, "chunk_rows": chunk_rows,
-                    "device": str(device), "config": cfg.to_dict()},
+                    "device": str(device), "world_size": d.world, "config": cfg.to_dict()},
     }
-    writer = ZarrCacheWriter(
+    open_writer = lambda: ZarrCacheWriter(  # noqa: E731
         work, meta, layouts,
         labels={s: sp.labels for s, sp in dataset.splits.items()},
         ids={s: sp.ids for s, sp in dataset.splits.items()},
         dtype=cfg.dtype,
     )
+    writer = open_writer() if d.is_main else None  # rank 0 creates the store ...
+    d.barrier()
+    writer = writer or open_writer()  # ... the others open it
+    # rank 0 reads what is left before any rank writes, and deals it out
+    pending = d.broadcast({s: writer.pending_chunks(s) for s in layouts} if d.is_main else None)
+    mine = assign_chunks(pending, d.rank, d.world)
     workers = cfg.num_workers if cfg.num_workers is not None else default_workers(device)
     extracted = 0
     with progress() as bar, BackgroundWriter(writer) as background:  # disk writes overlap the next chunk's compute
         for split_name, split in dataset.splits.items():
-            extracted += _extract_split(background, split_name, split, backbone, layouts[split_name], cfg, device, workers,
-                                        bar, pixels)
-    writer.finish()
-    if is_h5(path):
-        export_h5(work, path)
+            extracted += _extract_split(background, split_name, split, mine[split_name], backbone, layouts[split_name], cfg,
+                                        device, workers, bar, pixels, show=d.is_main)
+    extracted = sum(d.gather(extracted))
+    d.barrier()  # every rank's chunks are on disk
+    if d.is_main:
+        if any(writer.pending_chunks(s) for s in layouts):  # a medfm bug, not user error
+            raise RuntimeError(f"{work}: chunks left undone after every rank finished")
+        writer.finish()
+        if is_h5(path):
+            export_h5(work, path)
+    d.barrier()
     seconds = time.perf_counter() - start
-    console.print(f"[green]wrote[/] {path} ({extracted} images in {seconds:.1f} s)")
-    return ExtractResult(path, digest, extracted, False, seconds)
+    ranks = f" by {d.world} processes" if d.active else ""
+    say(f"[green]wrote[/] {path} ({extracted} images{ranks} in {seconds:.1f} s)")
+    return ExtractResult(path, digest, extracted, False, seconds, d.world, d.rank)
 
 
 def _output_shapes(backbone, spec, device, tokens: bool):
@@ -177,10 +203,11 @@ def _pixel_batches(pixels: PixelCache, split_name: str, pending: list[int], lay:
         yield transform(raw.to(device, non_blocking=True)), list(range(lo, hi)), []
 
 
-def _extract_split(background, split_name, split, backbone, lay: SplitLayout, cfg, device, workers, bar, pixels=None) -> int:
-    pending = background.writer.pending_chunks(split_name)
+def _extract_split(background, split_name, split, pending: list[int], backbone, lay: SplitLayout, cfg, device, workers, bar,
+                   pixels=None, show: bool = True) -> int:
+    """Compute and write the chunks ``pending`` (ascending) of one split; returns the images run."""
     todo = sum(min(lay.chunk_rows, lay.n - c * lay.chunk_rows) for c in pending)
-    task = bar.add_task(f"{split_name:5s}", total=lay.n, completed=lay.n - todo, rate="")
+    task = bar.add_task(f"{split_name:5s}", total=lay.n, completed=lay.n - todo, rate="", visible=show)
     if not pending:
         return 0
     indices = [i for c in pending for i in range(c * lay.chunk_rows, min((c + 1) * lay.chunk_rows, lay.n))]

@@ -21,7 +21,7 @@ from medfm.cache import FeatureCache
 from medfm.config import ProbeConfig
 from medfm.data.splits import stratified_partition
 from medfm.errors import MedfmError
-from medfm.extract.runner import pick_device
+from medfm.distributed import pick_device
 from medfm.metrics import check_metric_for_task, compute_metrics
 from medfm.paths import runs_root
 from medfm.cache.fingerprint import fingerprint
