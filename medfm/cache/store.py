@@ -76,6 +76,21 @@ def read_meta(path: Path) -> dict | None:
     return None
 
 
+def read_finished_meta(path: Path, fmt: str, what: str, command: str) -> dict:
+    """The metadata of a finished store of format ``fmt``, or the MedfmError saying why it cannot be read.
+
+    ``what`` names the store in messages ("feature cache"), ``command`` is the one that makes it.
+    """
+    meta = read_meta(path)
+    if meta is None:
+        raise MedfmError(f"no {what} at {path}", f"run `{command}` first (it prints the path)")
+    if meta.get("format") != fmt:
+        raise MedfmError(f"{path} is not a medfm {what}", f"pass the path `{command}` printed")
+    if not meta.get("complete"):
+        raise MedfmError(f"{what} {path} is incomplete", f"rerun the same `{command}` to finish it")
+    return meta
+
+
 def check_matches(path: Path, meta: dict | None, fingerprint: str, inputs: dict, fmt: str = FORMAT,
                   option: str = "--cache") -> None:
     """Refuse to reuse or overwrite a cache made for a different request."""
@@ -224,14 +239,7 @@ class FeatureCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        meta = read_meta(self.path)
-        if meta is None:
-            raise MedfmError(f"no feature cache at {self.path}", "run `medfm extract` first (it prints the cache path)")
-        if meta.get("format") != FORMAT:
-            raise MedfmError(f"{self.path} is not a medfm feature cache", "pass the path `medfm extract` printed")
-        if not meta.get("complete"):
-            raise MedfmError(f"feature cache {self.path} is incomplete", "rerun the same `medfm extract` to finish it")
-        self.meta = meta
+        self.meta = read_finished_meta(self.path, FORMAT, "feature cache", "medfm extract")
         if is_h5(self.path):
             import h5py
 
