@@ -118,6 +118,7 @@ class ZarrCacheWriter:
         import zarr
 
         self.path = Path(path)
+        self._arrays: dict[tuple[str, str], object] = {}
         if self.path.exists():
             self.root = zarr.open_group(str(self.path), mode="r+")
         else:
@@ -152,6 +153,13 @@ class ZarrCacheWriter:
             g.create_array("tokens", shape=(lay.n, t, d), chunks=(lay.chunk_rows, t, d), dtype=dtype,
                            fill_value=0, dimension_names=("sample", "token", "channel"))
 
+    def array(self, split: str, name: str):
+        """An array of the store, opened once: a zarr group lookup re-reads its metadata from disk every time."""
+        key = (split, name)
+        if key not in self._arrays:
+            self._arrays[key] = self.root[split][name]
+        return self._arrays[key]
+
     def pending_chunks(self, split: str) -> list[int]:
         return [int(c) for c in np.flatnonzero(self.root[split]["done"][:] == 0)]
 
@@ -161,11 +169,10 @@ class ZarrCacheWriter:
         hi = lo + len(features)
         if hi != min(lo + lay.chunk_rows, lay.n):
             raise RuntimeError(f"chunk {chunk} of {split} got {len(features)} rows")  # a medfm bug, not user error
-        g = self.root[split]
-        g["features"][lo:hi] = features
+        self.array(split, "features")[lo:hi] = features
         if tokens is not None:
-            g["tokens"][lo:hi] = tokens
-        g["done"][chunk] = 1  # only after the data: a kill in between just redoes this chunk
+            self.array(split, "tokens")[lo:hi] = tokens
+        self.array(split, "done")[chunk] = 1  # only after the data: a kill in between just redoes this chunk
 
     def finish(self) -> None:
         meta = dict(self.root.attrs["medfm"])
