@@ -168,7 +168,6 @@ def sweep(
     """Plan and run backbones x datasets x heads x label budgets x seeds; resumable (finished rows are skipped)."""
     from medfm.config import SweepConfig
     from medfm.errors import MedfmError as _Err
-    from medfm.sweep import run_sweep
 
     if list_presets:
         from medfm.presets import PRESETS
@@ -189,6 +188,8 @@ def sweep(
             "fractions": _csv(fractions, float), "seeds": _csv(seeds, int), "weights": pairs or None,
             "data_root": data_root, "img_size": img_size, "tokens": tokens, "device": device, "results": results,
             "out": out, "probe": probe_opts or None, "plan_only": plan_only}
+    from medfm.sweep import run_sweep  # after --list-presets: it imports the probe heads (torch)
+
     summary = run_sweep(SweepConfig.load(config, opts))
     if as_json:
         _emit(summary, True)

@@ -58,23 +58,31 @@ def _read_file(path: Path) -> dict:
     return data
 
 
-class ExtractConfig(_Config):
-    SECTION: ClassVar[str] = "extract"
+class _BackboneDatasetConfig(_Config):
+    """The keys that say which backbone runs on which dataset and split: one definition for extract and finetune.
+
+    Keys are dumped in declaration order, base first: these open every saved extract / finetune config.
+    """
+
     backbone: str
     dataset: str
     weights: str | None = None  # PATH, 'random', or None/'pretrained' for the official weights
     data_root: str | None = None
+    img_size: int | None = Field(None, ge=16)  # input size [the backbone's default] (ViTs resample their position embedding)
+    feature: str | None = None  # pooled feature kind [the backbone's (the studies') default]
+    split_seed: int = 0  # seed of any split medfm makes
+
+
+class ExtractConfig(_BackboneDatasetConfig):
+    SECTION: ClassVar[str] = "extract"
     cache: str | None = None  # default: $MEDFM_CACHE/<dataset>/<backbone>-...-<fingerprint>.zarr
     format: Literal["zarr", "h5"] = "zarr"
     tokens: bool = False
-    feature: str | None = None  # default: the backbone's (the studies') pooled feature
-    img_size: int | None = Field(None, ge=16)
     layers: int | None = Field(None, ge=1)  # feature of the last k blocks, concatenated [1: the model's output]
     batch_size: int = Field(64, ge=1)
     num_workers: int | None = Field(None, ge=0)
     device: str = "auto"
     dtype: Literal["float16", "float32"] = "float16"
-    split_seed: int = 0
     resume: bool = True
     chunk_rows: int | None = Field(None, ge=1)  # rows per resumable chunk [auto: <= 1024 rows, <= 32 MB]
     skip_bad: bool = False  # drop rows with a missing/unreadable file or unknown label, listing each on the log

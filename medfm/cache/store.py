@@ -76,6 +76,21 @@ def read_meta(path: Path) -> dict | None:
     return None
 
 
+def read_finished_meta(path: Path, fmt: str, what: str, command: str) -> dict:
+    """The metadata of a finished store of format ``fmt``, or the MedfmError saying why it cannot be read.
+
+    ``what`` names the store in messages ("feature cache"), ``command`` is the one that makes it.
+    """
+    meta = read_meta(path)
+    if meta is None:
+        raise MedfmError(f"no {what} at {path}", f"run `{command}` first (it prints the path)")
+    if meta.get("format") != fmt:
+        raise MedfmError(f"{path} is not a medfm {what}", f"pass the path `{command}` printed")
+    if not meta.get("complete"):
+        raise MedfmError(f"{what} {path} is incomplete", f"rerun the same `{command}` to finish it")
+    return meta
+
+
 def check_matches(path: Path, meta: dict | None, fingerprint: str, inputs: dict, fmt: str = FORMAT,
                   option: str = "--cache") -> None:
     """Refuse to reuse or overwrite a cache made for a different request."""
@@ -103,6 +118,7 @@ class ZarrCacheWriter:
         import zarr
 
         self.path = Path(path)
+        self._arrays: dict[tuple[str, str], object] = {}
         if self.path.exists():
             self.root = zarr.open_group(str(self.path), mode="r+")
         else:
@@ -137,6 +153,13 @@ class ZarrCacheWriter:
             g.create_array("tokens", shape=(lay.n, t, d), chunks=(lay.chunk_rows, t, d), dtype=dtype,
                            fill_value=0, dimension_names=("sample", "token", "channel"))
 
+    def array(self, split: str, name: str):
+        """An array of the store, opened once: a zarr group lookup re-reads its metadata from disk every time."""
+        key = (split, name)
+        if key not in self._arrays:
+            self._arrays[key] = self.root[split][name]
+        return self._arrays[key]
+
     def pending_chunks(self, split: str) -> list[int]:
         return [int(c) for c in np.flatnonzero(self.root[split]["done"][:] == 0)]
 
@@ -146,11 +169,10 @@ class ZarrCacheWriter:
         hi = lo + len(features)
         if hi != min(lo + lay.chunk_rows, lay.n):
             raise RuntimeError(f"chunk {chunk} of {split} got {len(features)} rows")  # a medfm bug, not user error
-        g = self.root[split]
-        g["features"][lo:hi] = features
+        self.array(split, "features")[lo:hi] = features
         if tokens is not None:
-            g["tokens"][lo:hi] = tokens
-        g["done"][chunk] = 1  # only after the data: a kill in between just redoes this chunk
+            self.array(split, "tokens")[lo:hi] = tokens
+        self.array(split, "done")[chunk] = 1  # only after the data: a kill in between just redoes this chunk
 
     def finish(self) -> None:
         meta = dict(self.root.attrs["medfm"])
@@ -224,14 +246,7 @@ class FeatureCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        meta = read_meta(self.path)
-        if meta is None:
-            raise MedfmError(f"no feature cache at {self.path}", "run `medfm extract` first (it prints the cache path)")
-        if meta.get("format") != FORMAT:
-            raise MedfmError(f"{self.path} is not a medfm feature cache", "pass the path `medfm extract` printed")
-        if not meta.get("complete"):
-            raise MedfmError(f"feature cache {self.path} is incomplete", "rerun the same `medfm extract` to finish it")
-        self.meta = meta
+        self.meta = read_finished_meta(self.path, FORMAT, "feature cache", "medfm extract")
         if is_h5(self.path):
             import h5py
 

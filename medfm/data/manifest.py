@@ -8,7 +8,6 @@ every cache (and every probe of it) sees the same split.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from medfm.data.base import SPLITS, Dataset, Split
 from medfm.data.images import is_image_file, read_image
 from medfm.data.splits import partition
+from medfm.data.tables import open_csv
 from medfm.errors import MedfmError
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -80,23 +80,14 @@ def read_csv_rows(path: Path) -> list[Row]:
 
 def read_manifest(path: Path) -> tuple[list[Row], list[str] | None]:
     """Rows and, for a multilabel manifest, its label columns (the classes, in column order)."""
-    if not path.is_file():
-        raise MedfmError(f"manifest {path} not found", "check --dataset / --data-root")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [h for h in reader.fieldnames or [] if h is not None]
-        header = {h.strip().lower(): h for h in fields}
-        label_cols = [h for h in fields if h.strip().lower() not in RESERVED_COLUMNS] if "label" not in header else []
+    with open_csv(path, f"manifest {path} not found", "check --dataset / --data-root") as table:
+        header = table.columns
+        label_cols = [h for h in table.fields if h.strip().lower() not in RESERVED_COLUMNS] if "label" not in header else []
         multilabel = "path" in header and len(label_cols) >= 2
-        missing = [c for c in ("path", "label") if c not in header and not (c == "label" and multilabel)]
-        if missing:
-            raise MedfmError(
-                f"{path}: missing column(s) {', '.join(missing)} (header is {', '.join(fields)})",
-                "a manifest needs columns path,label (or path plus one 0/1 column per label) and optionally split, patient",
-            )
-        rows, end = [], reader.line_num
-        for rec in reader:
-            line, end = end + 1, reader.line_num  # where the row starts (a quoted field may hold a newline)
+        table.require(("path",) if multilabel else ("path", "label"),
+                      "a manifest needs columns path,label (or path plus one 0/1 column per label) and optionally split, patient")
+        rows = []
+        for line, rec in table.records():
             p = (rec[header["path"]] or "").strip()
             lab = "" if multilabel else (rec[header["label"]] or "").strip()
             if not p or (not lab and not multilabel):

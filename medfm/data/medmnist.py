@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from medfm.backbones.weights import sha256_file
 from medfm.data.base import SPLITS, Dataset, Split
 from medfm.data.images import to_pil
 from medfm.errors import MedfmError
@@ -59,6 +58,8 @@ def read_medmnist(path: Path, name: str, task: str, classes: list[str], headline
         labels = _check_labels(labels, task, len(classes), path, lab_key)
         ids = [f"{split}/{i}" for i in range(len(images))]
         splits[split] = Split(ids, labels, ArrayImages(images, path, img_key))
+    from medfm.backbones.weights import sha256_file  # here: importing medfm.backbones imports torch
+
     identity = {"reader": "medmnist", "file": path.name, "sha256": sha256_file(path)}
     return Dataset(name, task, list(classes), headline_metric, splits, identity)
 

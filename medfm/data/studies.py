@@ -8,7 +8,6 @@ its protocols; loaders never branch on dataset names.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 
 from medfm.data.base import Dataset
 from medfm.data.manifest import FileImages, Row, SplitPlan, build_dataset, folder_rows
+from medfm.data.tables import open_csv
 from medfm.errors import MedfmError
 from medfm.metrics import IGNORE
 
@@ -64,20 +64,10 @@ def layout(name: str):
 
 def read_table(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """(line, row) pairs of a CSV whose header must hold ``required`` (whitespace and case ignored)."""
-    if not path.is_file():
-        raise MedfmError(f"{path} not found", "point --data-root at the folder holding the dataset as downloaded")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [h for h in reader.fieldnames or [] if h is not None]
-        norm = {h.strip().lower(): h for h in fields}
-        missing = [c for c in required if c.lower() not in norm]
-        if missing:
-            raise MedfmError(f"{path}: missing column(s) {', '.join(missing)} (header is {', '.join(fields)})",
-                             "this is not the official file, or it was edited; re-download it")
-        out, end = [], reader.line_num
-        for rec in reader:  # a row's line is where it starts (quoted fields may hold newlines, as CBIS-DDSM's do)
-            out.append((end + 1, {k.strip(): (v or "").strip() for k, v in rec.items() if k is not None}))
-            end = reader.line_num
+    with open_csv(path, f"{path} not found", "point --data-root at the folder holding the dataset as downloaded") as table:
+        table.require(required, "this is not the official file, or it was edited; re-download it")
+        out = [(line, {k.strip(): (v or "").strip() for k, v in rec.items() if k is not None})
+               for line, rec in table.records()]  # line: where the row starts (CBIS-DDSM's quoted fields hold newlines)
     if not out:
         raise MedfmError(f"{path}: no rows", "re-download the file")
     return out

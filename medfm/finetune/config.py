@@ -6,18 +6,11 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from medfm.config import _Config
+from medfm.config import _BackboneDatasetConfig
 
 
-class FinetuneConfig(_Config):
+class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's input, as on the probe path
     SECTION: ClassVar[str] = "finetune"
-    backbone: str
-    dataset: str
-    weights: str | None = None  # PATH, 'random', or None/'pretrained' for the official weights
-    data_root: str | None = None
-    img_size: int | None = Field(None, ge=16)
-    feature: str | None = None  # pooled feature for the linear head [the backbone's default, as the probe path]
-    split_seed: int = 0  # seed of any split medfm makes (as `medfm extract --split-seed`)
     unfreeze: int | Literal["all"] = 0  # last N blocks train; 0 = frozen backbone; -1 or 'all' = full fine-tune
     head: Literal["linear", "deit"] = "linear"
     head_depth: int = Field(12, ge=1)  # DeiT-head blocks (study 1 uses all 12)

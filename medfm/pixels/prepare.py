@@ -113,9 +113,8 @@ class PixelWriter(ZarrCacheWriter):
         hi = lo + len(images)
         if hi != min(lo + lay.chunk_rows, lay.n):
             raise RuntimeError(f"pixel chunk {chunk} of {split} got {len(images)} rows")
-        g = self.root[split]
-        g["images"][lo:hi] = images
-        g["done"][chunk] = 1  # only after the data
+        self.array(split, "images")[lo:hi] = images
+        self.array(split, "done")[chunk] = 1  # only after the data
 
 
 def pixel_chunk_rows(size: int) -> int:

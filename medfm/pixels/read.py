@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfm.cache.store import read_meta
+from medfm.cache.store import read_finished_meta
 from medfm.data import Dataset
 from medfm.errors import MedfmError
 from medfm.paths import cache_root
@@ -69,15 +69,8 @@ class PixelCache:
         from medfm.pixels.prepare import PIXEL_FORMAT
 
         self.path = Path(path)
-        meta = read_meta(self.path)
-        if meta is None:
-            raise MedfmError(f"no pixel cache at {self.path}", "run `medfm prepare` first (it prints the path)")
-        if meta.get("format") != PIXEL_FORMAT:
-            raise MedfmError(f"{self.path} is not a medfm pixel cache", "pass the path `medfm prepare` printed")
-        if not meta.get("complete"):
-            raise MedfmError(f"pixel cache {self.path} is incomplete", "rerun the same `medfm prepare` to finish it")
-        self.meta = meta
-        self.size = int(meta["size"])
+        self.meta = read_finished_meta(self.path, PIXEL_FORMAT, "pixel cache", "medfm prepare")
+        self.size = int(self.meta["size"])
         self.root = zarr.open_group(str(self.path), mode="r")
 
     @property
