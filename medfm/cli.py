@@ -166,7 +166,7 @@ def sweep(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ):
-    """Plan and run backbones x datasets x heads x label budgets x seeds; resumable (finished rows are skipped)."""
+    """Plan and run a backbones x datasets x heads x budgets x seeds grid of probes and/or fine-tunes; resumable."""
     from medfm.config import SweepConfig
     from medfm.errors import MedfmError as _Err
     from medfm.sweep import run_sweep

@@ -4,7 +4,7 @@ Every name is a registered backbone/dataset (tests/test_presets.py); a user's ow
 ones that are not, and the plan lists those while running them stops with the registry's error.
 A preset's ``frozen`` rows are probes (``probe``: ProbeConfig settings); its ``unfrozen`` rows are
 ``medfm finetune`` runs, one per ``unfreeze`` value, with the study's training settings in
-``finetune`` (FinetuneConfig keys). The values come from /work/shared/STUDIES.md and the studies'
+``finetune`` (FinetuneConfig keys). The values come from the studies' protocol notes (../shared/STUDIES.md) and
 public code, as noted per preset; a SweepConfig's ``finetune`` / ``unfreeze`` override them.
 """
 
