@@ -155,7 +155,10 @@ def sweep(
     tokens: Annotated[Optional[bool], typer.Option("--tokens/--no-tokens", help="store patch tokens [auto: when a head needs them]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
     results: Annotated[Optional[str], typer.Option(help="results store [$MEDFM_RUNS/results.sqlite]")] = None,
-    out: Annotated[Optional[str], typer.Option(help="folder of per-probe run folders [$MEDFM_RUNS/sweep/<preset>]")] = None,
+    out: Annotated[Optional[str], typer.Option(help="folder of per-row run folders [$MEDFM_RUNS/sweep/<preset>]")] = None,
+    scenarios: Annotated[Optional[str], typer.Option(help="frozen (probes), unfrozen (fine-tunes) or frozen,unfrozen [preset's, else frozen]")] = None,
+    unfreeze: Annotated[Optional[str], typer.Option(help="unfrozen rows: last N blocks trained, comma list of N or 'all' [preset's, else all]")] = None,
+    finetune: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE `medfm finetune` setting for every fine-tune (repeatable), e.g. epochs=10")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="probe epochs (every head)")] = None,
     head_depth: Annotated[Optional[int], typer.Option(help="deit head: DeiT-B blocks")] = None,
     deit_weights: Annotated[Optional[str], typer.Option(help="deit head: ImageNet DeiT-B checkpoint")] = None,
@@ -165,7 +168,7 @@ def sweep(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ):
-    """Plan and run backbones x datasets x heads x label budgets x seeds; resumable (finished rows are skipped)."""
+    """Plan and run a backbones x datasets x heads x budgets x seeds grid of probes and/or fine-tunes; resumable."""
     from medfm.config import SweepConfig
     from medfm.errors import MedfmError as _Err
 
@@ -173,8 +176,11 @@ def sweep(
         from medfm.presets import PRESETS
 
         for name, p in PRESETS.items():
+            unfrozen = (f"; unfreeze {', '.join(map(str, p.unfreeze))} with "
+                        f"{', '.join(f'{k}={v}' for k, v in p.finetune.items()) or 'the fine-tune defaults'}"
+                        if "unfrozen" in p.scenarios else "")
             typer.echo(f"{name}: {p.description}\n  backbones: {', '.join(p.backbones)}\n  datasets: {', '.join(p.datasets)}"
-                       f"\n  heads: {', '.join(p.heads)}; scenarios: {', '.join(p.scenarios)}")
+                       f"\n  heads: {', '.join(p.heads)}; scenarios: {', '.join(p.scenarios)}{unfrozen}")
         return
     pairs = {}
     for item in weights or []:
@@ -182,19 +188,28 @@ def sweep(
             raise _Err(f"--weights {item!r} is not BACKBONE=PATH", "e.g. --weights dinov2_vits14=../shared/weights/x.safetensors")
         k, v = item.split("=", 1)
         pairs[k.strip()] = v.strip()
+    ft_opts = {}
+    for item in finetune or []:
+        if "=" not in item:
+            raise _Err(f"--finetune {item!r} is not KEY=VALUE", "e.g. --finetune epochs=10 --finetune lr=3e-5")
+        k, v = item.split("=", 1)
+        ft_opts[k.strip()] = None if v.strip().lower() in ("none", "null") else v.strip()  # FinetuneConfig parses the value
     probe_opts = {k: v for k, v in {"epochs": epochs, "head_depth": head_depth, "deit_weights": deit_weights,
                                     "bootstrap": bootstrap}.items() if v is not None}
     opts = {"preset": preset, "backbones": _csv(backbones), "datasets": _csv(datasets), "heads": _csv(heads),
             "fractions": _csv(fractions, float), "seeds": _csv(seeds, int), "weights": pairs or None,
             "data_root": data_root, "img_size": img_size, "tokens": tokens, "device": device, "results": results,
-            "out": out, "probe": probe_opts or None, "plan_only": plan_only}
+            "out": out, "probe": probe_opts or None, "plan_only": plan_only, "scenarios": _csv(scenarios),
+            "unfreeze": _csv(unfreeze, lambda u: int(u) if u.lstrip("-").isdigit() else u), "finetune": ft_opts or None}
     from medfm.sweep import run_sweep  # after --list-presets: it imports the probe heads (torch)
 
     summary = run_sweep(SweepConfig.load(config, opts))
     if as_json:
         _emit(summary, True)
     else:
-        typer.echo(f"{summary['planned']} planned, {summary['ran']} run, {summary['skipped']} already done; results: {summary['results']}")
+        p, f = summary["probes"], summary["finetunes"]
+        typer.echo(f"{p['planned']} probes + {f['planned']} fine-tunes planned, {p['ran']} + {f['ran']} run, "
+                   f"{p['skipped']} + {f['skipped']} already done; results: {summary['results']}")
 
 
 @app.command()

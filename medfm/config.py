@@ -146,8 +146,11 @@ class SweepConfig(_Config):
     extract_batch_size: int = Field(64, ge=1)
     device: str = "auto"
     results: str | None = None  # results store [$MEDFM_RUNS/results.sqlite]
-    out: str | None = None  # folder of per-probe run folders [$MEDFM_RUNS/sweep/<name>]
+    out: str | None = None  # folder of per-row run folders (probes and fine-tunes) [$MEDFM_RUNS/sweep/<name>]
     probe: dict = {}  # any `medfm probe` setting applied to every probe (epochs, head_depth, bootstrap, ...)
+    scenarios: list[Literal["frozen", "unfrozen"]] = []  # frozen: probe rows; unfrozen: fine-tune rows [preset's, else frozen]
+    unfreeze: list[int | Literal["all"]] = []  # unfrozen rows: last N blocks trained, a row per value [preset's, else all]
+    finetune: dict = {}  # any `medfm finetune` setting applied to every fine-tune (epochs, lr, batch_size, ...)
     plan_only: bool = False  # print the plan (and what is done) without running anything
 
 

@@ -1,25 +1,52 @@
 """``medfm sweep``: plan a backbones x datasets x heads x label budgets x seeds grid and run it.
 
-Each (backbone, dataset) is extracted once (``run_extract``: a finished cache is reused, an
-unfinished one resumed); every probe then runs off that cache. A probe whose results-store key
-is already present is skipped, so a killed sweep is simply rerun: rows stored before the kill
-stay as they are, nothing is duplicated, the rest are computed.
+Two scenarios (a study's "frozen" and "unfrozen" rows):
+
+- **frozen**: each (backbone, dataset) is extracted once (``run_extract``: a finished cache is
+  reused, an unfinished one resumed); every probe then runs off that cache.
+- **unfrozen**: one ``run_finetune`` per (dataset, backbone, head, label budget, seed, unfreeze depth),
+  each in its own deterministic run folder under the sweep's ``out``, so a killed fine-tune resumes
+  from its last checkpoint when the sweep is rerun.
+
+Every row has a results-store key computed before any model is built (``probe_run_key`` /
+``finetune_run_key``, the same functions the stages store under); a row whose key is already
+present is skipped. A killed sweep is therefore simply rerun: rows stored before the kill stay as
+they are, nothing is duplicated, the rest are computed.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from medfm.config import ExtractConfig, ProbeConfig, SweepConfig
 from medfm.errors import MedfmError
+from medfm.finetune import FINETUNE_HEADS, FinetuneConfig
 from medfm.paths import runs_root
 from medfm.presets import PRESETS
 from medfm.probe.heads import HEADS
+from medfm.registry import Registry
 from medfm.results import ResultsStore
 from medfm.ui import console, progress
+
+
+@dataclass(frozen=True)
+class Scenario:
+    kind: str  # results-store kind of its rows
+    heads: Registry  # the heads that can run in it
+    depth_axis: str | None = None  # grid axis that multiplies its rows (the unfreeze depths)
+
+
+SCENARIOS = {"frozen": Scenario("probe", HEADS), "unfrozen": Scenario("finetune", FINETUNE_HEADS, "unfreeze")}
+# FinetuneConfig keys the sweep sets per row or from its own options (a `finetune:` mapping may not set them)
+SWEEP_OWNED = ("backbone", "dataset", "head", "fraction", "seed", "unfreeze", "weights", "data_root", "img_size", "device",
+               "out", "results", "resume", "overwrite")
 
 
 @dataclass(frozen=True)
@@ -29,43 +56,102 @@ class Job:
     head: str
     fraction: float
     seed: int
+    scenario: str = "frozen"
+    unfreeze: int | str | None = None  # unfrozen rows: last N blocks trained
+
+    @property
+    def kind(self) -> str:
+        return SCENARIOS[self.scenario].kind
 
     @property
     def label(self) -> str:
-        return f"{self.dataset}/{self.backbone}/{self.head} f={self.fraction:g} seed={self.seed}"
+        depth = f" u{self.unfreeze}" if self.unfreeze is not None else ""
+        return f"{self.dataset}/{self.backbone}/{self.head}{depth} f={self.fraction:g} seed={self.seed}"
+
+    def folder(self, out_root: Path, key: str = "") -> Path:
+        """The row's run folder, a function of the row (and of its run key for fine-tunes): a rerun finds a
+        killed fine-tune's checkpoints there, and one with other settings gets a folder of its own."""
+        name = f"{self.head}-f{self.fraction:g}-s{self.seed}"
+        if self.unfreeze is not None:
+            name = f"finetune-u{self.unfreeze}-{name}-{key[:10]}"
+        return out_root / _safe(self.dataset) / self.backbone / name
+
+
+def _safe(name: str) -> str:
+    """A folder name for a dataset given by name, name with options, or path."""
+    return re.sub(r"[^\w.+-]+", "_", name).strip("_") or "dataset"
 
 
 def resolve_grid(cfg: SweepConfig) -> dict:
     """The grid to run: a preset's lists, overridden by any list given explicitly."""
     preset = PRESETS.get(cfg.preset) if cfg.preset else None
 
-    def pick(mine, theirs, default):
-        return list(mine) or list(theirs) or list(default)
+    def pick(mine, field, default):
+        return list(mine) or list(getattr(preset, field, ()) if preset else ()) or list(default)
 
     grid = {
-        "backbones": pick(cfg.backbones, preset.backbones if preset else (), ()),
-        "datasets": pick(cfg.datasets, preset.datasets if preset else (), ()),
-        "heads": pick(cfg.heads, preset.heads if preset else (), ("linear",)),
-        "fractions": pick(cfg.fractions, preset.fractions if preset else (), (1.0,)),
-        "seeds": pick(cfg.seeds, preset.seeds if preset else (), (0,)),
+        "backbones": pick(cfg.backbones, "backbones", ()),
+        "datasets": pick(cfg.datasets, "datasets", ()),
+        "heads": pick(cfg.heads, "heads", ("linear",)),
+        "fractions": pick(cfg.fractions, "fractions", (1.0,)),
+        "seeds": pick(cfg.seeds, "seeds", (0,)),
         "img_size": cfg.img_size or (preset.img_size if preset else None),
         "probe": {**(preset.probe if preset else {}), **cfg.probe},
-        "scenarios": list(preset.scenarios) if preset else ["frozen"],
+        "scenarios": pick(cfg.scenarios, "scenarios", ("frozen",)),
+        "unfreeze": pick(cfg.unfreeze, "unfreeze", ("all",)),
+        "finetune": {**(preset.finetune if preset else {}), **cfg.finetune},
     }
     for key in ("backbones", "datasets"):
         if not grid[key]:
             raise MedfmError(f"the sweep has no {key}", f"pass --{key} a,b or --preset NAME (`medfm sweep --list-presets`)")
-    for h in grid["heads"]:
-        HEADS.get(h)
+    for s in grid["scenarios"]:
+        if s not in SCENARIOS:
+            raise MedfmError(f"unknown scenario {s!r}", f"use {' and/or '.join(SCENARIOS)}, e.g. --scenarios frozen,unfrozen")
+    for h in grid["heads"]:  # a head one scenario cannot run is a note in the plan (plan_jobs), a typo is an error
+        if not any(h in sc.heads for sc in SCENARIOS.values()):
+            SCENARIOS[grid["scenarios"][0]].heads.get(h)  # the registry's "unknown head ... did you mean" error
     bad = [f for f in grid["fractions"] if not 0 < f <= 1]
     if bad:
         raise MedfmError(f"label fraction {bad[0]} is out of range", "use fractions in (0, 1], e.g. --fractions 0.01,0.1,1.0")
+    if "unfrozen" in grid["scenarios"]:
+        grid["finetune"] = _check_finetune(grid)
     return grid
 
 
-def plan_jobs(grid: dict) -> list[Job]:
-    return [Job(b, d, h, float(f), int(s)) for d, b, h, f, s in
-            itertools.product(grid["datasets"], grid["backbones"], grid["heads"], grid["fractions"], grid["seeds"])]
+def _check_finetune(grid: dict) -> dict:
+    """Refuse bad fine-tune settings before anything runs (not after the first hour of probes); the
+    settings parsed (``--finetune epochs=10`` gives the int 10)."""
+    owned = sorted(set(grid["finetune"]) & set(SWEEP_OWNED))
+    if owned:
+        raise MedfmError(f"the sweep's finetune settings may not set {', '.join(owned)} (the sweep sets them per row)",
+                         "use the sweep's own options: --unfreeze, --heads, --fractions, --seeds, --weights, --img-size, ...")
+    for depth in grid["unfreeze"]:
+        try:
+            parsed = FinetuneConfig(**{**grid["finetune"], "backbone": "-", "dataset": "-", "unfreeze": depth})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise MedfmError(f"invalid fine-tune setting {where}: {err['msg']}",
+                             "see `medfm finetune --help` for the keys of the sweep's finetune settings") from None
+    return {k: getattr(parsed, k) for k in grid["finetune"]}
+
+
+def plan_jobs(grid: dict) -> tuple[list[Job], list[str]]:
+    """Every row, grouped by (dataset, backbone); and a note per head a scenario cannot run."""
+    jobs, notes = [], []
+    for s in grid["scenarios"]:
+        sc = SCENARIOS[s]
+        for h in grid["heads"]:
+            if h not in sc.heads:
+                notes.append(f"head {h} has no {s} rows ({s} heads: {', '.join(sc.heads)})")
+    for d, b in itertools.product(grid["datasets"], grid["backbones"]):
+        for s in grid["scenarios"]:
+            sc = SCENARIOS[s]
+            depths = grid[sc.depth_axis] if sc.depth_axis else [None]
+            for h, u, f, seed in itertools.product(grid["heads"], depths, grid["fractions"], grid["seeds"]):
+                if h in sc.heads:
+                    jobs.append(Job(b, d, h, float(f), int(seed), s, u))
+    return jobs, notes
 
 
 def needs_tokens(heads: list[str]) -> bool:
@@ -85,18 +171,32 @@ def _registered(grid: dict) -> dict[tuple[str, str], str]:
     return status
 
 
+def _counts(jobs: list[Job], kind: str) -> dict:
+    return {"planned": sum(j.kind == kind for j in jobs), "ran": 0, "skipped": 0}
+
+
 def run_sweep(cfg: SweepConfig) -> dict:
     grid = resolve_grid(cfg)
-    jobs = plan_jobs(grid)
+    jobs, notes = plan_jobs(grid)
     store = ResultsStore(cfg.results)
     status = _registered(grid)
-    tokens = cfg.tokens if cfg.tokens is not None else needs_tokens(grid["heads"])
     name = cfg.preset or "sweep"
     out_root = Path(cfg.out) if cfg.out else runs_root() / "sweep" / name
+    summary = {"preset": cfg.preset, "planned": len(jobs), "ran": 0, "skipped": 0,
+               "probes": _counts(jobs, "probe"), "finetunes": _counts(jobs, "finetune"), "not_planned": notes,
+               "results": str(store.path), "grid": {k: v for k, v in grid.items() if k not in ("probe", "finetune")},
+               "finetune_settings": grid["finetune"], "plan": [j.__dict__ for j in jobs], "caches": {}}
+    probe_heads = [h for h in grid["heads"] if h in HEADS] if "frozen" in grid["scenarios"] else []
+    tokens = cfg.tokens if cfg.tokens is not None else needs_tokens(probe_heads)
     n_pairs = len(grid["datasets"]) * len(grid["backbones"])
+    n_probe, n_ft = summary["probes"]["planned"], summary["finetunes"]["planned"]
     console.print(f"sweep plan: {len(grid['backbones'])} backbones x {len(grid['datasets'])} datasets x "
                   f"{len(grid['heads'])} heads x {len(grid['fractions'])} label budgets x {len(grid['seeds'])} seeds "
-                  f"= {len(jobs)} probes over {n_pairs} caches (results: {store.path})")
+                  f"({', '.join(grid['scenarios'])}) = {n_probe} probes over {n_pairs if n_probe else 0} caches"
+                  + (f" + {n_ft} fine-tunes (unfreeze {', '.join(map(str, grid['unfreeze']))})" if n_ft else "")
+                  + f" (results: {store.path})")
+    for note in notes:
+        console.print(f"  note: {note}")
     from medfm.backbones import BACKBONES
     from medfm.data import DATASETS
 
@@ -104,41 +204,90 @@ def run_sweep(cfg: SweepConfig) -> dict:
               [d for d in grid["datasets"] if d not in DATASETS and not Path(d).exists()]
     if missing:
         console.print(f"  [yellow]not registered yet (running them stops with the registry's error): {', '.join(missing)}[/]")
-    if "unfrozen" in grid["scenarios"]:
-        console.print(f"  unfrozen scenario: {len(grid['backbones']) * len(grid['datasets']) * len(grid['heads'])} "
-                      "fine-tune runs belong to `medfm finetune` (not run by sweep)")
-    summary = {"preset": cfg.preset, "planned": len(jobs), "ran": 0, "skipped": 0, "results": str(store.path),
-               "grid": {k: v for k, v in grid.items() if k != "probe"}, "plan": [j.__dict__ for j in jobs],
-               "caches": {}}
     if cfg.plan_only:
         summary["status"] = {f"{d}/{b}": st for (b, d), st in status.items()}
         return summary
 
+    start = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task("sweep", total=len(jobs), rate="")
+
+        def advance(job: Job, ran: bool) -> None:
+            key = "ran" if ran else "skipped"
+            summary[key] += 1
+            summary["probes" if job.kind == "probe" else "finetunes"][key] += 1
+            bar.update(task, advance=1, rate=f"{summary['ran']} run, {summary['skipped']} already done")
+
+        for _, pair_jobs in itertools.groupby(jobs, key=lambda j: (j.dataset, j.backbone)):
+            pair_jobs = list(pair_jobs)
+            probes = [j for j in pair_jobs if j.kind == "probe"]
+            finetunes = [j for j in pair_jobs if j.kind == "finetune"]
+            if probes:
+                _run_probes(cfg, grid, probes, tokens, store, out_root, summary, advance)
+            if finetunes:
+                _run_finetunes(cfg, grid, finetunes, store, out_root, advance)
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    p, f = summary["probes"], summary["finetunes"]
+    console.print(f"[green]sweep done[/]: {p['ran']} probes and {f['ran']} fine-tunes run, {p['skipped']} probes and "
+                  f"{f['skipped']} fine-tunes already in {store.path}")
+    return summary
+
+
+def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, store: ResultsStore, out_root: Path,
+                summary: dict, advance) -> None:
+    """One extraction for this (dataset, backbone), then every probe row off its cache."""
     from medfm.cache import FeatureCache
     from medfm.extract import run_extract
     from medfm.probe.runner import probe_run_key, run_probe
 
-    start = time.perf_counter()
-    with progress() as bar:
-        task = bar.add_task("sweep", total=len(jobs), rate="")
-        for (d, b), pair_jobs in itertools.groupby(jobs, key=lambda j: (j.dataset, j.backbone)):
-            pair_jobs = list(pair_jobs)
-            ex = run_extract(ExtractConfig(backbone=b, dataset=d, weights=cfg.weights.get(b), data_root=cfg.data_root,
-                                           img_size=grid["img_size"], tokens=tokens, batch_size=cfg.extract_batch_size,
-                                           device=cfg.device))
-            summary["caches"][f"{d}/{b}"] = str(ex.cache)
-            cache = FeatureCache(ex.cache)
-            for job in pair_jobs:
-                pcfg = ProbeConfig(**{**grid["probe"], "cache": str(ex.cache), "head": job.head, "fraction": job.fraction,
-                                      "seed": job.seed, "results": str(store.path), "device": cfg.device, "overwrite": True,
-                                      "out": str(out_root / d / b / f"{job.head}-f{job.fraction:g}-s{job.seed}")})
-                if store.has(probe_run_key(pcfg, cache)):
-                    summary["skipped"] += 1
-                else:
-                    rec = run_probe(pcfg)
-                    summary["ran"] += 1
-                    console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
-                bar.update(task, advance=1, rate=f"{summary['ran']} run, {summary['skipped']} already done")
-    summary["seconds"] = round(time.perf_counter() - start, 2)
-    console.print(f"[green]sweep done[/]: {summary['ran']} probes run, {summary['skipped']} already in {store.path}")
-    return summary
+    d, b = jobs[0].dataset, jobs[0].backbone
+    ex = run_extract(ExtractConfig(backbone=b, dataset=d, weights=cfg.weights.get(b), data_root=cfg.data_root,
+                                   img_size=grid["img_size"], tokens=tokens, batch_size=cfg.extract_batch_size,
+                                   device=cfg.device))
+    summary["caches"][f"{d}/{b}"] = str(ex.cache)
+    cache = FeatureCache(ex.cache)
+    for job in jobs:
+        pcfg = ProbeConfig(**{**grid["probe"], "cache": str(ex.cache), "head": job.head, "fraction": job.fraction,
+                              "seed": job.seed, "results": str(store.path), "device": cfg.device, "overwrite": True,
+                              "out": str(job.folder(out_root))})
+        ran = not store.has(probe_run_key(pcfg, cache))
+        if ran:
+            rec = run_probe(pcfg)
+            console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
+        advance(job, ran)
+
+
+def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], store: ResultsStore, out_root: Path, advance) -> None:
+    """Every fine-tune row of this (dataset, backbone): skipped when stored, resumed when half done."""
+    from medfm.finetune.runner import finetune_inputs, finetune_run_key, run_finetune
+
+    inputs = None  # dataset + backbone spec, resolved once for the pair (the same for all its rows)
+    for job in jobs:
+        fcfg = FinetuneConfig(**{**grid["finetune"], "backbone": job.backbone, "dataset": job.dataset,
+                                 "weights": cfg.weights.get(job.backbone), "data_root": cfg.data_root,
+                                 "img_size": grid["img_size"], "head": job.head, "unfreeze": job.unfreeze,
+                                 "fraction": job.fraction, "seed": job.seed, "device": cfg.device,
+                                 "results": str(store.path), "resume": True, "overwrite": False})
+        inputs = inputs or finetune_inputs(fcfg)
+        key = finetune_run_key(fcfg, inputs)  # `out` is not part of the key
+        fcfg = fcfg.model_copy(update={"out": str(job.folder(out_root, key))})
+        ran = not store.has(key) and not _store_finished(fcfg, key, store)
+        if ran:
+            rec = run_finetune(fcfg)
+            console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
+        advance(job, ran)
+
+
+def _store_finished(cfg: FinetuneConfig, key: str, store: ResultsStore) -> bool:
+    """A run folder that finished but whose row never reached this store (killed in between, or
+    another --results): store its record instead of training again."""
+    done = Path(cfg.out) / "results.json"
+    if not done.exists():
+        return False
+    record = json.loads(done.read_text())
+    if record.get("run_key") != key:
+        return False
+    store.append(record, key, kind="finetune")
+    console.print(f"  stored the finished fine-tune in {done.parent} (its row was not in {store.path})")
+    return True
+

@@ -63,6 +63,31 @@ def mobilenet_weights() -> Path:
     return path
 
 
+PNEU_SUBSET = {"train": (16, 48), "val": (10, 22), "test": (12, 20)}  # images per class: normal, pneumonia
+
+
+@pytest.fixture(scope="session")
+def pneu_subset(data_root, tmp_path_factory):
+    """A small real subset of pneumoniamnist as a CSV-manifest dataset (fixed seeded choice): seconds-long
+    fine-tunes and sweeps (test_finetune, test_sweep_report)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("pneu-subset")
+    npz = np.load(data_root / "pneumoniamnist.npz")
+    rng = np.random.Generator(np.random.PCG64(0))
+    rows = ["path,label,split"]
+    for split, counts in PNEU_SUBSET.items():
+        y = npz[f"{split}_labels"][:, 0]
+        (root / split).mkdir()
+        for c, n in enumerate(counts):
+            for i in np.sort(rng.choice(np.flatnonzero(y == c), n, replace=False)):
+                Image.fromarray(npz[f"{split}_images"][i]).save(root / split / f"{i}.png")
+                rows.append(f"{split}/{i}.png,{('normal', 'pneumonia')[c]},{split}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
 class Cli:
     """Runs ``python -m medfm`` in a real subprocess with caches and runs under a temp folder."""
 

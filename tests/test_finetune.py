@@ -1,7 +1,7 @@
 """``medfm finetune`` on a real PneumoniaMNIST subset with the real DINOv2 ViT-S/14 weights at 56 px.
 
-The subset (64 train / 32 val / 32 test real images, written as PNGs with a labels.csv) keeps each
-run to seconds; ``--fraction 0.5`` takes a stratified label budget of 32 train images from it.
+The subset (``pneu_subset`` in conftest: 64 train / 32 val / 32 test real images, PNGs with a
+labels.csv) keeps each run to seconds; ``--fraction 0.5`` takes a stratified label budget of 32 train images from it.
 Finetune subprocesses run with one thread each (as torchrun's workers do), so the single-process
 reference and the 2-process run do the same arithmetic per sample.
 """
@@ -19,30 +19,10 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 pytestmark = pytest.mark.slow
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-PER_CLASS = {"train": (16, 48), "val": (10, 22), "test": (12, 20)}  # normal, pneumonia
-
-
-@pytest.fixture(scope="session")
-def pneu_subset(data_root, tmp_path_factory):
-    """A small real subset of pneumoniamnist as a CSV-manifest dataset (fixed seeded choice)."""
-    root = tmp_path_factory.mktemp("pneu-subset")
-    npz = np.load(data_root / "pneumoniamnist.npz")
-    rng = np.random.Generator(np.random.PCG64(0))
-    rows = ["path,label,split"]
-    for split, counts in PER_CLASS.items():
-        y = npz[f"{split}_labels"][:, 0]
-        (root / split).mkdir()
-        for c, n in enumerate(counts):
-            for i in np.sort(rng.choice(np.flatnonzero(y == c), n, replace=False)):
-                Image.fromarray(npz[f"{split}_images"][i]).save(root / split / f"{i}.png")
-                rows.append(f"{split}/{i}.png,{('normal', 'pneumonia')[c]},{split}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root / "labels.csv"
 
 
 def ft_args(dataset, weights, out, *extra):

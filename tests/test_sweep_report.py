@@ -3,6 +3,9 @@
 The sweep is real: two real backbones (DINOv2 ViT-S/14 and MobileNetV2, real weights) over real
 BreastMNIST at 42 px, linear + kNN heads, 2 label budgets x 2 seeds = 16 probes. It extracts into
 the session's cache folder, so the DINOv2 token cache test_protocol made is reused.
+
+A second sweep runs both scenarios, frozen probes and unfrozen fine-tunes (real MobileNetV2 at 32 px
+on the real PneumoniaMNIST subset `pneu_subset`, 1 epoch), into one store.
 """
 
 import os
@@ -101,3 +104,55 @@ def test_report_renders_table_and_every_figure_in_headless_chromium(swept, chrom
     attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body))
     assert int(attrs["imgs"]) == len(result["figures"]) and attrs["rendered"] == attrs["imgs"], attrs
     assert int(attrs["rows"]) == 4  # 2 backbones x 2 heads at the full label budget
+
+
+def test_sweep_runs_frozen_probes_and_unfrozen_finetunes_into_one_store_and_resumes(cli, pneu_subset, mobilenet_weights,
+                                                                                   tmp_path, monkeypatch, capfd):
+    """Both scenarios land in one store; a rerun runs nothing; a fine-tune killed after its last checkpoint
+    resumes from its row's run folder; a finished run folder whose row is missing is stored, not retrained."""
+    from medfm.config import SweepConfig
+    from medfm.results import ResultsStore
+    from medfm.sweep import run_sweep
+
+    store, out = tmp_path / "results.sqlite", tmp_path / "sweep"
+    first = cli.json("sweep", "--backbones", "mobilenetv2", "--datasets", pneu_subset, "--heads", "linear,knn",
+                     "--img-size", 32, "--scenarios", "frozen,unfrozen", "--unfreeze", 1, "--finetune", "epochs=1",
+                     "--finetune", "batch_size=32", "--finetune", "num_workers=0", "--bootstrap", 50, "--results", store,
+                     "--out", out)
+    assert first["probes"] == {"planned": 2, "ran": 2, "skipped": 0}
+    assert first["finetunes"] == {"planned": 1, "ran": 1, "skipped": 0}  # knn is probe-only: a note, not a row
+    assert first["not_planned"] == ["head knn has no unfrozen rows (unfrozen heads: linear, deit)"]
+    rows = ResultsStore(store).records()
+    assert sorted((r["kind"], r["head"]) for r in rows) == [("finetune", "linear"), ("probe", "knn"), ("probe", "linear")]
+    ft = next(r for r in rows if r["kind"] == "finetune")
+    assert ft["unfreeze"] == 1 and ft["epochs_run"] == 1 and ft["backbone"] == "mobilenetv2" and ft["n"]["train"] == 64
+    run_dir = tmp_path / ft["out"]
+    assert run_dir.parent.parent.parent == out and (run_dir / "last.pt").is_file()
+
+    # the same sweep again (in this process, same caches): every row is skipped, no model is built
+    monkeypatch.setenv("MEDFM_CACHE", cli.env["MEDFM_CACHE"])
+    grid = {"backbones": ["mobilenetv2"], "datasets": [str(pneu_subset)], "heads": ["linear", "knn"], "img_size": 32,
+            "unfreeze": [1], "finetune": {"epochs": 1, "batch_size": 32, "num_workers": 0}, "results": str(store),
+            "out": str(out), "probe": {"bootstrap": 50}}
+    capfd.readouterr()
+    again = run_sweep(SweepConfig(**grid, scenarios=["frozen", "unfrozen"]))
+    assert again["ran"] == 0 and again["probes"]["skipped"] == 2 and again["finetunes"]["skipped"] == 1
+    assert "building" not in capfd.readouterr().err and len(ResultsStore(store)) == 3
+
+    # killed after the fine-tune's last checkpoint, before its results: the rerun resumes from last.pt
+    (run_dir / "results.json").unlink()
+    with sqlite3.connect(store) as con:
+        con.execute("DELETE FROM results WHERE kind = 'finetune'")
+    last = (run_dir / "last.pt").stat().st_mtime_ns
+    resumed = run_sweep(SweepConfig(**grid, scenarios=["unfrozen"]))
+    assert resumed["finetunes"] == {"planned": 1, "ran": 1, "skipped": 0}
+    assert "resuming" in capfd.readouterr().err
+    assert (run_dir / "last.pt").stat().st_mtime_ns == last  # no epoch trained again
+    again_ft = ResultsStore(store).records(kind="finetune")
+    assert [(r["run_key"], r["test"], r["history"]) for r in again_ft] == [(ft["run_key"], ft["test"], ft["history"])]
+
+    # a finished run folder whose row is not in this store: stored from its results.json, not retrained
+    other = tmp_path / "other.sqlite"
+    moved = run_sweep(SweepConfig(**{**grid, "results": str(other)}, scenarios=["unfrozen"]))
+    assert moved["finetunes"] == {"planned": 1, "ran": 0, "skipped": 1}
+    assert [r["run_key"] for r in ResultsStore(other).records()] == [ft["run_key"]]

@@ -38,6 +38,22 @@ from medfm.ui import console, progress
 NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model")
 
 
+def finetune_inputs(cfg: FinetuneConfig):
+    """The dataset and resolved backbone spec a fine-tune reads (no model built, nothing trained)."""
+    dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, metric=cfg.metric)
+    return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature)
+
+
+def finetune_run_key(cfg: FinetuneConfig, inputs=None) -> str:
+    """The results-store key of this fine-tune: dataset content, backbone and weights, metric and every
+    setting that changes what is computed. ``inputs`` = ``finetune_inputs(cfg)`` when already at hand
+    (``medfm sweep`` resolves them once per dataset x backbone and checks every row's key before training)."""
+    dataset, spec = inputs or finetune_inputs(cfg)
+    identity = {"kind": "finetune", "dataset": dataset.identity, "backbone": spec.identity(), "metric": dataset.headline_metric,
+                "settings": {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}}
+    return run_key(identity)
+
+
 def run_finetune(cfg: FinetuneConfig) -> dict:
     d, device = setup(cfg.device)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -55,20 +71,17 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
 def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     start = time.perf_counter()
     head_entry = FINETUNE_HEADS.get(cfg.head)
-    dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, metric=cfg.metric)
+    dataset, spec = finetune_inputs(cfg)
     task, metric, C = dataset.task, dataset.headline_metric, dataset.num_classes
     if not len(dataset.splits.get("val", ())):
         raise MedfmError(f"dataset {dataset.name} has no val split to choose the best epoch on", "give it a val split")
-    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature)
     if cfg.balanced_sampling and task == "multilabel":
         raise MedfmError("balanced_sampling needs one class per image; this dataset is multilabel",
                          "use class_weight (per-label positive weights) instead")
     if cfg.batch_size % d.world:
         raise MedfmError(f"--batch-size {cfg.batch_size} is not divisible by the {d.world} torchrun processes",
                          "use a multiple of --nproc-per-node")
-    identity = {"kind": "finetune", "dataset": dataset.identity, "backbone": spec.identity(), "metric": metric,
-                "settings": {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}}
-    key = run_key(identity)
+    key = finetune_run_key(cfg, (dataset, spec))
     out = d.broadcast(_run_dir(cfg, dataset.name, spec.entry.name) if d.is_main else None)
     last_path, best_path = out / ckpt.LAST, out / ckpt.BEST
     resuming = last_path.exists() and cfg.resume and not cfg.overwrite
