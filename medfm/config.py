@@ -71,6 +71,7 @@ class _BackboneDatasetConfig(_Config):
     img_size: int | None = Field(None, ge=16)  # input size [the backbone's default] (ViTs resample their position embedding)
     feature: str | None = None  # pooled feature kind [the backbone's (the studies') default]
     split_seed: int = 0  # seed of any split medfm makes
+    grey: Literal["repeat", "red"] = "repeat"  # grey images: repeated to RGB, or through the stem's red filter only
 
 
 class ExtractConfig(_BackboneDatasetConfig):

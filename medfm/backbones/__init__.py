@@ -23,6 +23,12 @@ from medfm.backbones.zoo import BACKBONES
 from medfm.errors import MedfmError
 
 GREY_TO_RGB = "grey repeated to RGB"
+# How a grey image enters a 3-channel stem (the first study offers both; `--grey`).
+GREY_MODES = {
+    "repeat": GREY_TO_RGB,
+    "red": "grey through the stem's red-channel filter only (1-channel stem)",
+}
+GREY_PIL_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -42,6 +48,7 @@ class BackboneSpec:
     img_size: int
     data_config: dict
     layers: int = 1  # feature of the last `layers` blocks, concatenated (1 = the model's output)
+    grey: str = "repeat"  # a key of GREY_MODES
 
     def identity(self) -> dict:
         ident = {
@@ -50,7 +57,7 @@ class BackboneSpec:
             "model_id": self.entry.model_id,
             "weights": self.weights.identity(),
             "feature": self.feature,
-            "preprocessing": {**self.data_config, "channels": GREY_TO_RGB},
+            "preprocessing": {**self.data_config, "channels": GREY_MODES[self.grey]},
         }
         if self.entry.tag:
             ident["tag"] = self.entry.tag
@@ -104,6 +111,8 @@ class Backbone:
 
     def embed(self, x: torch.Tensor, with_tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pooled features ``[B, D]`` (the spec's feature kind) and optionally patch tokens ``[B, T, D]``."""
+        if self.spec.grey == "red":
+            x = red_channel_only(x)
         last_block: list = []
         hook = None
         if with_tokens and self.spec.entry.tokens_from == "last_block":
@@ -145,10 +154,47 @@ class Backbone:
         return self._loader.blocks(self.net, self.spec.entry)
 
 
+def red_channel_only(x: torch.Tensor) -> torch.Tensor:
+    """A normalised RGB batch with G and B set to 0: exactly a 1-channel stem keeping the red filter.
+
+    Every backbone's stem (patch embedding or first conv) is linear in its input, so zero inputs
+    on G and B leave only the red filter acting on the grey image (normalised with the red
+    channel's mean/std), which is what the first study's rebuilt 1-input-channel stem computes.
+    Doing it on the input keeps every loader, checkpoint and block list unchanged.
+    """
+    return torch.cat([x[:, :1], torch.zeros_like(x[:, 1:])], dim=1)
+
+
+def is_grey(img: Image.Image) -> bool:
+    """A grey image: a grey PIL mode, or RGB whose three channels are equal (grey saved as RGB)."""
+    if img.mode in GREY_PIL_MODES:
+        return True
+    if img.mode != "RGB":
+        return False
+    import numpy as np
+
+    a = np.asarray(img)
+    return bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+
+
+def check_grey_mode(grey: str, dataset) -> None:
+    """``--grey red`` keeps only the red filter, so it would silently drop G and B of colour images: refuse them.
+
+    The first image of the dataset is checked (cheap, and catches a colour dataset)."""
+    if grey == "repeat":
+        return
+    split = next((s for s in dataset.splits.values() if len(s)), None)
+    if split is not None and not is_grey(img := split.images.load(0)):
+        raise MedfmError(f"--grey red is for grey images, but {split.images.describe(0)} is colour ({img.mode})",
+                         "use --grey repeat (the default) for colour datasets")
+
+
 def resolve_backbone(
     name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
-    layers: int | None = None,
+    layers: int | None = None, grey: str = "repeat",
 ) -> BackboneSpec:
+    if grey not in GREY_MODES:
+        raise MedfmError(f"--grey {grey!r} is not a grey-image mode", f"use one of: {', '.join(GREY_MODES)}")
     entry = BACKBONES.get(name)
     loader = LOADERS[entry.loader]
     loader.check_installed(entry)
@@ -171,12 +217,12 @@ def resolve_backbone(
     size = img_size or entry.img_size or int(data_config["input_size"][-1])
     data_config["input_size"] = (3, size, size)
     resolved = resolve_weights(weights, entry.name, entry.hub or loader.hub(entry), entry.offline_copies)
-    return BackboneSpec(entry, resolved, feature, size, data_config, layers)
+    return BackboneSpec(entry, resolved, feature, size, data_config, layers, grey)
 
 
 def create_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
-                    device="cpu", layers: int | None = None) -> Backbone:
-    return resolve_backbone(name, weights, img_size, feature, layers).build(device)
+                    device="cpu", layers: int | None = None, grey: str = "repeat") -> Backbone:
+    return resolve_backbone(name, weights, img_size, feature, layers, grey).build(device)
 
 
 __all__ = ["BACKBONES", "Backbone", "BackboneSpec", "create_backbone", "resolve_backbone", "FEATURE_KINDS"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from medfm import __version__
-from medfm.backbones import BackboneSpec, resolve_backbone
+from medfm.backbones import BackboneSpec, check_grey_mode, resolve_backbone
 from medfm.cache.fingerprint import fingerprint
 from medfm.cache.store import (FORMAT, FORMAT_VERSION, BackgroundWriter, SplitLayout, ZarrCacheWriter, check_matches,
                                export_h5, is_h5, read_meta, working_path)
@@ -89,7 +89,8 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float) -> ExtractResult:
     say = console.print if d.is_main else (lambda *args, **kwargs: None)
     dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, skip_bad=cfg.skip_bad)
-    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers)
+    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers, cfg.grey)
+    check_grey_mode(cfg.grey, dataset)
     use = cfg.pixels if (cfg.pixels or reproducible(spec.data_config)) else "none"  # auto: only where it is exact in geometry
     pixels = find_pixel_cache(dataset, scale_size(spec.data_config, spec.img_size), use)
     if pixels is not None:

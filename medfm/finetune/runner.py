@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from medfm import __version__
-from medfm.backbones import resolve_backbone
+from medfm.backbones import check_grey_mode, resolve_backbone
 from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
@@ -35,13 +35,15 @@ from medfm.results import ResultsStore, run_key
 from medfm.ui import console, progress
 
 # settings that do not change what a run computes (where it writes, how it is launched)
-NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model")
+# (grey is in the backbone identity's preprocessing instead, so keys of runs made before it existed stay valid)
+NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model", "grey")
 
 
 def finetune_inputs(cfg: FinetuneConfig):
     """The dataset and resolved backbone spec a fine-tune reads (no model built, nothing trained)."""
     dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, metric=cfg.metric)
-    return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature)
+    check_grey_mode(cfg.grey, dataset)
+    return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey)
 
 
 def finetune_run_key(cfg: FinetuneConfig, inputs=None) -> str:
