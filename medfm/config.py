@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from medfm.errors import MedfmError
 
@@ -58,6 +58,22 @@ def _read_file(path: Path) -> dict:
     return data
 
 
+def _batch_size(value):
+    """A positive whole number, or 'auto' (the CLI passes both as text)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value) if not isinstance(value, bool) else 0
+        if number >= 1 and number == float(value):
+            return number
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"must be a positive whole number or 'auto', not {value!r}")
+
+
+BatchSize = Annotated[int | Literal["auto"], BeforeValidator(_batch_size)]
+
+
 class _BackboneDatasetConfig(_Config):
     """The keys that say which backbone runs on which dataset and split: one definition for extract and finetune.
 
@@ -80,9 +96,10 @@ class ExtractConfig(_BackboneDatasetConfig):
     format: Literal["zarr", "h5"] = "zarr"
     tokens: bool = False
     layers: int | None = Field(None, ge=1)  # feature of the last k blocks, concatenated [1: the model's output]
-    batch_size: int = Field(64, ge=1)
+    batch_size: BatchSize = 64  # images per forward pass, or 'auto' (GPU: largest that fits; CPU: 64)
     num_workers: int | None = Field(None, ge=0)
     device: str = "auto"
+    compile: bool = False  # torch.compile the backbone's blocks (same features, faster on GPU after a warm-up)
     dtype: Literal["float16", "float32"] = "float16"
     resume: bool = True
     chunk_rows: int | None = Field(None, ge=1)  # rows per resumable chunk [auto: <= 1024 rows, <= 32 MB]

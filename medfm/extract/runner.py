@@ -24,8 +24,9 @@ from medfm.data import Dataset, create_dataset
 from medfm.data.splits import split_file_path, write_split_file
 from medfm.distributed import Dist, setup
 from medfm.errors import MedfmError
-from medfm.extract.shard import assign_chunks
 from medfm.extract.loader import default_workers, make_loader
+from medfm.extract.shard import assign_chunks
+from medfm.extract.tuning import autocast, choose_batch_size, compile_backbone
 from medfm.paths import cache_root
 from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, reproducible, scale_size
 from medfm.ui import console, progress
@@ -44,6 +45,7 @@ class ExtractResult:
     seconds: float
     world_size: int = 1  # torchrun processes that shared the work (extracted counts all of them)
     rank: int = 0  # this process's rank: only rank 0 reports
+    loop_seconds: float = 0.0  # the compute-and-write loop alone (no dataset scan, model build or compile warm-up)
 
     def to_dict(self) -> dict:
         return {"cache": str(self.cache), "fingerprint": self.fingerprint, "extracted": self.extracted,
@@ -122,19 +124,25 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
     dim, token_shape = _output_shapes(backbone, spec, device, cfg.tokens)
     label_shape = () if dataset.task != "multilabel" else (dataset.num_classes,)
     row_bytes = (dim + (token_shape[0] * token_shape[1] if token_shape else 0)) * (2 if cfg.dtype == "float16" else 4)
-    chunk_rows = cfg.chunk_rows or cfg.batch_size * max(
-        1, min(CHUNK_MAX_ROWS // cfg.batch_size, CHUNK_TARGET_BYTES // (row_bytes * cfg.batch_size))
+    fixed_rows = work_meta["extract"]["chunk_rows"] if work_meta is not None else cfg.chunk_rows
+    batch_size = choose_batch_size(cfg.batch_size, backbone, device, cfg.tokens, row_bytes, CHUNK_TARGET_BYTES, fixed_rows,
+                                   work_meta["extract"]["batch_size"] if work_meta is not None else None)
+    batch_size = min(d.gather(batch_size))  # torchrun ranks agree (every rank's choice fits, so the smallest fits all)
+    chunk_rows = cfg.chunk_rows or batch_size * max(
+        1, min(CHUNK_MAX_ROWS // batch_size, CHUNK_TARGET_BYTES // (row_bytes * batch_size))
     )
-    if chunk_rows % cfg.batch_size:
-        raise MedfmError(f"chunk_rows {chunk_rows} is not a multiple of --batch-size {cfg.batch_size}",
+    if chunk_rows % batch_size:
+        raise MedfmError(f"chunk_rows {chunk_rows} is not a multiple of --batch-size {batch_size}",
                          "pick chunk_rows = k * batch_size (batches must not straddle chunks)")
     if work_meta is not None:  # resuming: the chunking was fixed when the store was created
         chunk_rows = work_meta["extract"]["chunk_rows"]
-        if chunk_rows % cfg.batch_size:
+        if chunk_rows % batch_size:
             raise MedfmError(
-                f"--batch-size {cfg.batch_size} does not divide this cache's chunk of {chunk_rows} rows",
+                f"--batch-size {batch_size} does not divide this cache's chunk of {chunk_rows} rows",
                 f"resume with the original --batch-size {work_meta['extract']['batch_size']}",
             )
+    if cfg.compile:
+        compile_backbone(backbone, device, batch_size, [len(sp) for sp in dataset.splits.values()], cfg.tokens)
     layouts = {s: SplitLayout(len(sp), dim, token_shape, label_shape, chunk_rows) for s, sp in dataset.splits.items()}
     meta = {
         "format": FORMAT,
@@ -150,8 +158,8 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
         "backbone": {**spec.identity(), "family": spec.entry.family, "feature_dim": dim,
                      "token_shape": list(token_shape) if token_shape else None, "weights_path": str(spec.weights.path)},
         "pixels": {"path": str(pixels.path), "fingerprint": pixels.fingerprint, "size": pixels.size} if pixels else None,
-        "extract": {"tokens": cfg.tokens, "tokens_from": spec.entry.tokens_from if cfg.tokens else None, "dtype": cfg.dtype, "batch_size": cfg.batch_size, "chunk_rows": chunk_rows,
-                    "device": str(device), "world_size": d.world, "config": cfg.to_dict()},
+        "extract": {"tokens": cfg.tokens, "tokens_from": spec.entry.tokens_from if cfg.tokens else None, "dtype": cfg.dtype, "batch_size": batch_size, "chunk_rows": chunk_rows,
+                    "compile": cfg.compile, "device": str(device), "world_size": d.world, "config": cfg.to_dict()},
     }
     open_writer = lambda: ZarrCacheWriter(  # noqa: E731
         work, meta, layouts,
@@ -166,12 +174,14 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
     pending = d.broadcast({s: writer.pending_chunks(s) for s in layouts} if d.is_main else None)
     mine = assign_chunks(pending, d.rank, d.world)
     workers = cfg.num_workers if cfg.num_workers is not None else default_workers(device)
-    extracted = 0
+    cfg = cfg.model_copy(update={"batch_size": batch_size})  # "auto" resolved; the stored config keeps the request
+    extracted, loop_start = 0, time.perf_counter()
     with progress() as bar, BackgroundWriter(writer) as background:  # disk writes overlap the next chunk's compute
         for split_name, split in dataset.splits.items():
             extracted += _extract_split(background, split_name, split, mine[split_name], backbone, layouts[split_name], cfg,
                                         device, workers, bar, pixels, show=d.is_main)
     extracted = sum(d.gather(extracted))
+    loop_seconds = time.perf_counter() - loop_start
     d.barrier()  # every rank's chunks are on disk
     if d.is_main:
         if any(writer.pending_chunks(s) for s in layouts):  # a medfm bug, not user error
@@ -183,7 +193,7 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
     seconds = time.perf_counter() - start
     ranks = f" by {d.world} processes" if d.active else ""
     say(f"[green]wrote[/] {path} ({extracted} images{ranks} in {seconds:.1f} s)")
-    return ExtractResult(path, digest, extracted, False, seconds, d.world, d.rank)
+    return ExtractResult(path, digest, extracted, False, seconds, d.world, d.rank, loop_seconds)
 
 
 def _output_shapes(backbone, spec, device, tokens: bool):
@@ -218,7 +228,7 @@ def _extract_split(background, split_name, split, pending: list[int], backbone, 
     else:
         loader = make_loader(split, backbone.transform, indices, cfg.batch_size, workers, device)
     np_dtype = np.float16 if cfg.dtype == "float16" else np.float32
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast(device)
     feats, toks, rows, chunk_iter = [], [], 0, iter(pending)
     chunk = next(chunk_iter)
     started, done = time.perf_counter(), 0
