@@ -26,6 +26,7 @@ from medfm.distributed import Dist, setup
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers, make_loader
 from medfm.extract.shard import assign_chunks
+from medfm.extract.transfer import LaggedCopies
 from medfm.extract.tuning import autocast, choose_batch_size, compile_backbone
 from medfm.paths import cache_root
 from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, reproducible, scale_size
@@ -232,30 +233,41 @@ def _extract_split(background, split_name, split, pending: list[int], backbone, 
     feats, toks, rows, chunk_iter = [], [], 0, iter(pending)
     chunk = next(chunk_iter)
     started, done = time.perf_counter(), 0
+
+    def take(arrays, idx):  # one batch's outputs, now on the host, in loader order
+        nonlocal rows, done, chunk, feats, toks
+        pooled, patch = arrays
+        feats.append(_checked(pooled, np_dtype, split_name, idx[0]))
+        if patch is not None:
+            toks.append(_checked(patch, np_dtype, split_name, idx[0]))
+        rows += len(idx)
+        done += len(idx)
+        bar.update(task, advance=len(idx), rate=f"{done / (time.perf_counter() - started):.1f} img/s")
+        if rows == min(lay.chunk_rows, lay.n - chunk * lay.chunk_rows):
+            background.write_chunk(split_name, chunk, np.concatenate(feats), np.concatenate(toks) if toks else None)
+            feats, toks, rows = [], [], 0
+            chunk = next(chunk_iter, None)
+
+    copies = LaggedCopies(device)  # the host reads batch k while the GPU already runs batch k + 1
     with torch.inference_mode(), amp:
         for images, idx, errors in loader:
             if errors:
+                for arrays, batch_idx in copies.drain():  # batches before the bad file still complete their chunks
+                    take(arrays, batch_idx)
                 more = f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""
                 raise MedfmError(errors[0] + more, "fix or remove that file, then rerun: finished chunks are kept")
             x = images.to(device, non_blocking=True)
             if device.type == "cuda" and backbone.spec.entry.arch == "cnn":
                 x = x.contiguous(memory_format=torch.channels_last)
-            pooled, patch = backbone.embed(x, with_tokens=cfg.tokens)
-            feats.append(_to_numpy(pooled, np_dtype, split_name, idx[0]))
-            if patch is not None:
-                toks.append(_to_numpy(patch, np_dtype, split_name, idx[0]))
-            rows += len(idx)
-            done += len(idx)
-            bar.update(task, advance=len(idx), rate=f"{done / (time.perf_counter() - started):.1f} img/s")
-            if rows == min(lay.chunk_rows, lay.n - chunk * lay.chunk_rows):
-                background.write_chunk(split_name, chunk, np.concatenate(feats), np.concatenate(toks) if toks else None)
-                feats, toks, rows = [], [], 0
-                chunk = next(chunk_iter, None)
+            for arrays, batch_idx in copies.push(backbone.embed(x, with_tokens=cfg.tokens), idx):
+                take(arrays, batch_idx)
+        for arrays, batch_idx in copies.drain():
+            take(arrays, batch_idx)
     return done
 
 
-def _to_numpy(t: torch.Tensor, dtype, split: str, first_row: int) -> np.ndarray:
-    arr = t.float().cpu().numpy()
+def _checked(arr: np.ndarray, dtype, split: str, first_row: int) -> np.ndarray:
+    """Refuse to store NaN/inf or float16 overflow: a cache must never hold them silently."""
     if not np.isfinite(arr).all():
         raise MedfmError(f"the backbone produced NaN/inf features ({split} rows from {first_row})",
                          "check the weights file; try --device cpu to rule out a GPU numerics problem")
