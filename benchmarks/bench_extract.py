@@ -38,7 +38,7 @@ from medfm.cache.store import read_meta
 from medfm.config import ExtractConfig, PrepareConfig
 from medfm.data import create_dataset
 from medfm.extract import run_extract
-from medfm.extract.tuning import autocast, compile_backbone, model_input
+from medfm.extract.tuning import autocast, compile_backbone, lay_out, model_input
 from medfm.paths import require_data_root
 from medfm.pixels import run_prepare
 from medfm.pixels.read import scale_size
@@ -156,8 +156,7 @@ def main() -> None:
         source = "pixel cache" if pixels != "none" else "files"
 
         backbone = create_backbone(args.backbone, weights=args.weights, img_size=args.img_size, device=device)
-        if device.type == "cuda" and backbone.spec.entry.arch == "cnn":
-            backbone.net.to(memory_format=torch.channels_last)
+        lay_out(backbone)
         flops = flops_per_image(backbone, device, batch, args.tokens)
         n_naive, naive_rate = 0, None
         if args.naive_images:  # eager: the naive loop is the baseline without any of medfm's machinery

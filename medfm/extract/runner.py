@@ -27,7 +27,7 @@ from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers, make_loader
 from medfm.extract.shard import assign_chunks
 from medfm.extract.transfer import LaggedCopies
-from medfm.extract.tuning import autocast, choose_batch_size, compile_backbone
+from medfm.extract.tuning import autocast, choose_batch_size, compile_backbone, lay_out, lay_out_batch
 from medfm.paths import cache_root
 from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, reproducible, scale_size
 from medfm.ui import console, progress
@@ -120,8 +120,7 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
 
     say(f"building [bold]{spec.entry.name}[/] ({spec.entry.model_id}, weights: {spec.weights.origin}) on {device}")
     backbone = spec.build(device)
-    if device.type == "cuda" and spec.entry.arch == "cnn":
-        backbone.net.to(memory_format=torch.channels_last)
+    lay_out(backbone)
     dim, token_shape = _output_shapes(backbone, spec, device, cfg.tokens)
     label_shape = () if dataset.task != "multilabel" else (dataset.num_classes,)
     row_bytes = (dim + (token_shape[0] * token_shape[1] if token_shape else 0)) * (2 if cfg.dtype == "float16" else 4)
@@ -256,9 +255,7 @@ def _extract_split(background, split_name, split, pending: list[int], backbone, 
                     take(arrays, batch_idx)
                 more = f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""
                 raise MedfmError(errors[0] + more, "fix or remove that file, then rerun: finished chunks are kept")
-            x = images.to(device, non_blocking=True)
-            if device.type == "cuda" and backbone.spec.entry.arch == "cnn":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = lay_out_batch(backbone, images.to(device, non_blocking=True))
             for arrays, batch_idx in copies.push(backbone.embed(x, with_tokens=cfg.tokens), idx):
                 take(arrays, batch_idx)
         for arrays, batch_idx in copies.drain():

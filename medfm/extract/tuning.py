@@ -32,13 +32,26 @@ def autocast(device: torch.device):
     return nullcontext()
 
 
+def channels_last(backbone) -> bool:
+    """CNNs run channels-last (NHWC) on every device, not only CUDA: cuDNN's and oneDNN's fast
+    convolution kernels (depthwise ones above all) want that layout. Transformers are unaffected."""
+    return backbone.spec.entry.arch == "cnn"
+
+
+def lay_out(backbone) -> None:
+    """Put a freshly built backbone in the memory layout extract runs it in."""
+    if channels_last(backbone):
+        backbone.net.to(memory_format=torch.channels_last)
+
+
+def lay_out_batch(backbone, x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last(backbone) else x
+
+
 def model_input(backbone, device: torch.device, batch: int) -> torch.Tensor:
-    """A batch shaped, placed and laid out as extract feeds the backbone (channels-last for CNNs on CUDA)."""
+    """A batch shaped, placed and laid out as extract feeds the backbone."""
     size = backbone.spec.img_size
-    x = torch.zeros(batch, 3, size, size, device=device)
-    if device.type == "cuda" and backbone.spec.entry.arch == "cnn":
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    return lay_out_batch(backbone, torch.zeros(batch, 3, size, size, device=device))
 
 
 def batch_candidates(cap: int, chunk_rows: int | None = None, resumed: int | None = None) -> list[int]:
