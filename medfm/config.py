@@ -99,7 +99,7 @@ class ExtractConfig(_BackboneDatasetConfig):
     batch_size: BatchSize = 64  # images per forward pass, or 'auto' (GPU: largest that fits; CPU: 64)
     num_workers: int | None = Field(None, ge=0)
     device: str = "auto"
-    compile: bool = False  # torch.compile the backbone's blocks (same features, faster on GPU after a warm-up)
+    compile: bool = False  # torch.compile the backbone's forward pass (same features, faster on GPU after a warm-up)
     dtype: Literal["float16", "float32"] = "float16"
     resume: bool = True
     chunk_rows: int | None = Field(None, ge=1)  # rows per resumable chunk [auto: <= 1024 rows, <= 32 MB]

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from medfm.distributed import Dist, setup
+from medfm.distributed import Dist
 from medfm.errors import MedfmError
-
-__all__ = ["Dist", "setup", "wrap", "unwrap", "model_state", "load_model_state", "optimizer_state",
-           "load_optimizer_state", "clip_grad_norm"]
 
 
 def wrap(model: torch.nn.Module, d: Dist, device: torch.device, strategy: str) -> torch.nn.Module:

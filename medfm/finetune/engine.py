@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from medfm.errors import MedfmError
-from medfm.finetune.distributed import Dist, clip_grad_norm
+from medfm.distributed import Dist
+from medfm.finetune.distributed import clip_grad_norm
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):

@@ -25,8 +25,8 @@ from medfm.extract.loader import default_workers
 from medfm.finetune import checkpoint as ckpt
 from medfm.finetune.config import FinetuneConfig
 from medfm.finetune.data import SeededImages, eval_loader, label_budget, policy_for, train_loader, train_transform
-from medfm.finetune.distributed import (Dist, load_model_state, load_optimizer_state, model_state, optimizer_state, setup,
-                                        unwrap, wrap)
+from medfm.distributed import Dist, setup
+from medfm.finetune.distributed import load_model_state, load_optimizer_state, model_state, optimizer_state, unwrap, wrap
 from medfm.finetune.engine import class_weights, predict, train_epoch, warmup_cosine
 from medfm.finetune.model import FINETUNE_HEADS, FinetuneModel, param_groups
 from medfm.metrics import compute_metrics
