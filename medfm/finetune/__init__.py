@@ -4,7 +4,7 @@
 ``kind="finetune"``, plus the per-epoch ``history``); see ``runner.py``.
 """
 
-from medfm.finetune.config import FinetuneConfig
+from medfm.config import FinetuneConfig
 from medfm.finetune.model import FINETUNE_HEADS
 from medfm.finetune.runner import run_finetune
 

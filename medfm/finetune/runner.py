@@ -23,7 +23,7 @@ from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
 from medfm.finetune import checkpoint as ckpt
-from medfm.finetune.config import FinetuneConfig
+from medfm.config import FinetuneConfig
 from medfm.finetune.data import SeededImages, eval_loader, label_budget, policy_for, train_loader, train_transform
 from medfm.distributed import Dist, setup
 from medfm.finetune.distributed import load_model_state, load_optimizer_state, model_state, optimizer_state, unwrap, wrap
