@@ -24,7 +24,7 @@ from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
 from medfm.finetune import checkpoint as ckpt
 from medfm.config import FinetuneConfig
-from medfm.finetune.data import SeededImages, eval_loader, label_budget, policy_for, train_loader, train_transform
+from medfm.finetune.data import SeededImages, eval_loader, policy_for, train_loader, train_transform
 from medfm.distributed import Dist, setup
 from medfm.finetune.distributed import load_model_state, load_optimizer_state, model_state, optimizer_state, unwrap, wrap
 from medfm.finetune.engine import class_weights, predict, train_epoch, warmup_cosine
@@ -32,6 +32,7 @@ from medfm.finetune.model import FINETUNE_HEADS, FinetuneModel, param_groups
 from medfm.metrics import compute_metrics
 from medfm.paths import runs_root
 from medfm.results import ResultsStore, run_key
+from medfm.targets import label_budget, rows_sha256
 from medfm.ui import console, progress
 
 # settings that do not change what a run computes (where it writes, how it is launched)
@@ -237,6 +238,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "val": val,
         "test": test,
         "n": {"train": int(len(train_idx)), "val": len(dataset.splits["val"]), "test": len(dataset.splits["test"])},
+        "train_rows_sha256": rows_sha256(train_idx),
         "val_policy": "; ".join(dataset.notes) or "val split from the dataset",
         "cache": None,
         "cache_fingerprint": None,

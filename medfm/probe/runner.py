@@ -24,11 +24,11 @@ from medfm.errors import MedfmError
 from medfm.distributed import pick_device
 from medfm.metrics import check_metric_for_task, compute_metrics
 from medfm.paths import runs_root
-from medfm.cache.fingerprint import fingerprint
 from medfm.probe.heads import HEADS
 from medfm.probe.tokens import TokenRows
-from medfm.protocol import bootstrap_ci, label_subset
+from medfm.protocol import bootstrap_ci
 from medfm.results import ResultsStore, run_key
+from medfm.targets import label_budget, rows_sha256
 from medfm.ui import console
 
 VAL_FROM_TRAIN = 0.15
@@ -89,7 +89,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
 
     rows, val_policy = split_rows(cache, cfg.seed)
     labels = {s: cache.labels(src)[idx] for s, (src, idx) in rows.items()}
-    keep = label_subset(labels["train"], cfg.fraction, cfg.seed)
+    keep = label_budget(labels["train"], cfg.fraction, cfg.seed)
     rows["train"] = (rows["train"][0], rows["train"][1][keep])
     labels["train"] = labels["train"][keep]
     device = pick_device(cfg.device)
@@ -123,7 +123,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
         "val": val,
         "test": test,
         "n": {"train": int(len(y_tr)), "val": int(len(y_va)), "test": int(len(y_te))},
-        "train_rows_sha256": fingerprint({"rows": rows["train"][1].tolist()}),
+        "train_rows_sha256": rows_sha256(rows["train"][1]),
         "val_policy": val_policy,
         "cache": str(cache.path),
         "cache_fingerprint": cache.meta["fingerprint"],
