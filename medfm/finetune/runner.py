@@ -27,12 +27,12 @@ from medfm.config import FinetuneConfig
 from medfm.finetune.data import SeededImages, eval_loader, policy_for, train_loader, train_transform
 from medfm.distributed import Dist, setup
 from medfm.finetune.distributed import load_model_state, load_optimizer_state, model_state, optimizer_state, unwrap, wrap
-from medfm.finetune.engine import class_weights, predict, train_epoch, warmup_cosine
+from medfm.finetune.engine import predict, train_epoch, warmup_cosine
 from medfm.finetune.model import FINETUNE_HEADS, FinetuneModel, param_groups
 from medfm.metrics import compute_metrics
 from medfm.paths import runs_root
 from medfm.results import ResultsStore, run_key
-from medfm.targets import label_budget, rows_sha256
+from medfm.targets import class_weights, label_budget, rows_sha256
 from medfm.ui import console, progress
 
 # settings that do not change what a run computes (where it writes, how it is launched)
@@ -127,7 +127,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     evals = {s: eval_loader(dataset.splits[s], backbone.transform, d.rank, d.world, per_rank, workers, pin)
              for s in ("val", "test")}
     labels_t = torch.as_tensor(train.labels)
-    weight = class_weights(train.labels[train_idx], C, task).to(device) if cfg.class_weight else None
+    weight = torch.as_tensor(class_weights(train.labels[train_idx], C, task), device=device) if cfg.class_weight else None
 
     # optimiser + schedule
     updates_per_epoch = math.ceil(len(loader) / cfg.grad_accum)

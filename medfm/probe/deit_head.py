@@ -26,6 +26,7 @@ from torch import nn
 from medfm.errors import MedfmError
 from medfm.metrics import METRICS
 from medfm.probe.tokens import TokenRows, as_token_rows
+from medfm.targets import class_weights, masked_loss
 
 DEIT_DIM = 768
 DEIT_GRID = 14  # DeiT-B/16 at 224 px: 14 x 14 patches (+ CLS) in its position embedding
@@ -133,7 +134,9 @@ class DeiTProbe:
         warm = max(1, int(self.warmup_frac * steps))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-        loss_fn = self._loss_fn(y)
+        weight = None
+        if self.class_weight:
+            weight = torch.as_tensor(class_weights(y, self.num_classes_, self.task), device=self.device)
         rng = np.random.Generator(np.random.PCG64(self.seed))
         fn = METRICS.get(self.metric).fn
         best, self.history_ = (-math.inf, None, 0), []
@@ -142,9 +145,10 @@ class DeiTProbe:
             self.model_.train()
             for xb, pos in rows.batches(self.batch_size, rng=rng):
                 xb = torch.as_tensor(xb, dtype=torch.float32, device=self.device)
-                yb = torch.as_tensor(y[pos], dtype=torch.float32 if multilabel else torch.long, device=self.device)
+                yb = torch.as_tensor(y[pos], device=self.device)
                 with self._autocast():
-                    loss = loss_fn(self.model_(xb).float(), yb)
+                    logits = self.model_(xb)
+                loss = masked_loss(logits, yb, self.task, weight)  # ignored entries: zero loss and gradient
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.model_.parameters(), self.grad_clip)
@@ -162,20 +166,6 @@ class DeiTProbe:
                              "best_epoch": best[2], "epochs": self.epochs,
                              "init": "imagenet" if self.deit_weights else "random"}
         return self
-
-    def _loss_fn(self, y: np.ndarray):
-        if self.task == "multilabel":
-            pos = None
-            if self.class_weight:
-                counts = y.sum(0)
-                pos = torch.as_tensor((len(y) - counts) / np.maximum(counts, 1), dtype=torch.float32, device=self.device)
-            return nn.BCEWithLogitsLoss(pos_weight=pos)
-        weight = None
-        if self.class_weight:
-            counts = np.bincount(y, minlength=self.num_classes_)
-            weight = torch.as_tensor(len(y) / (self.num_classes_ * np.maximum(counts, 1)), dtype=torch.float32,
-                                     device=self.device)
-        return nn.CrossEntropyLoss(weight=weight)
 
     def _predict_rows(self, rows: TokenRows) -> np.ndarray:
         self.model_.eval()

@@ -2,7 +2,9 @@
 
 Features are L2-normalised; a neighbour votes for its class with weight ``exp(cos / T)``. The
 whole ``ks`` sweep is scored from one top-k search (the largest k), and the k with the best
-validation metric is kept. Multilabel tasks get per-label weighted votes (probabilities).
+validation metric is kept. Multilabel tasks get per-label weighted votes (probabilities): a
+neighbour whose label is not known (``medfm.targets``) casts no vote on that label, and a label
+none of the k neighbours knows falls back to its known prevalence in train.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 
 from medfm.metrics import METRICS
+from medfm.targets import known_mask
 
 
 class KNNProbe:
@@ -32,8 +35,14 @@ class KNNProbe:
         y = np.asarray(y)
         self.num_classes_ = num_classes or (y.shape[1] if y.ndim == 2 else int(y.max()) + 1)
         self.train_ = self._norm(X)
-        onehot = y.astype(np.float32) if y.ndim == 2 else np.eye(self.num_classes_, dtype=np.float32)[y]
-        self.targets_ = torch.as_tensor(onehot, device=self.device)
+        if y.ndim == 2:  # a vote for each known positive; an ignored entry is neither a vote nor a voter
+            positive, known = (y == 1).astype(np.float32), known_mask(y).astype(np.float32)
+        else:
+            positive = np.eye(self.num_classes_, dtype=np.float32)[y]
+            known = np.ones_like(positive)
+        self.targets_ = torch.as_tensor(positive, device=self.device)
+        self.known_ = torch.as_tensor(known, device=self.device)  # who may vote on each label
+        self.prior_ = torch.as_tensor(positive.sum(0) / np.maximum(known.sum(0), 1), device=self.device)
         ks = [k for k in self.ks if k <= len(y)] or [len(y)]
         probs = self._proba_for_ks(X_val, ks)
         fn = METRICS.get(self.metric).fn
@@ -53,10 +62,12 @@ class KNNProbe:
                 sim, idx = (Q[lo : lo + self.chunk] @ self.train_.T).topk(kmax, dim=1)  # sorted, best first
                 w = torch.exp(sim / self.temperature)
                 votes = w.unsqueeze(-1) * self.targets_[idx]  # [q, kmax, C]
+                voters = w.unsqueeze(-1) * self.known_[idx]
                 for j, k in enumerate(ks):
                     s = votes[:, :k].sum(1)
                     if self.task == "multilabel":
-                        s = s / w[:, :k].sum(1, keepdim=True)
+                        weight = voters[:, :k].sum(1)
+                        s = torch.where(weight > 0, s / weight.clamp_min(1e-30), self.prior_.expand_as(s))
                     else:
                         s = s / s.sum(1, keepdim=True).clamp_min(1e-30)
                     out[j].append(s.cpu().numpy())

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from medfm.metrics import IGNORE, METRICS
+from medfm.metrics import METRICS
+from medfm.targets import class_weights, loss_grad
 
 
 @contextmanager
@@ -100,7 +101,9 @@ class LinearProbe:
         W = torch.zeros(d, g * c, device=self.device)
         b = torch.zeros(g * c, device=self.device)
         state = {"W": (torch.zeros_like(W), torch.zeros_like(W)), "b": (torch.zeros_like(b), torch.zeros_like(b))}
-        weight = self._class_weights(y) if self.class_weight else None
+        weight = None
+        if self.class_weight:
+            weight = torch.as_tensor(class_weights(y, c, self.task), device=self.device)
 
         gen = torch.Generator().manual_seed(self.seed)
         steps_per_epoch = math.ceil(n / self.batch_size)
@@ -112,7 +115,7 @@ class LinearProbe:
                     idx = order[k * self.batch_size : (k + 1) * self.batch_size]
                     xb = Xt[idx]
                     logits = (xb @ W + b).view(len(idx), g, c)
-                    dlogits = self._grad_logits(logits, yt[idx], weight).reshape(len(idx), g * c)
+                    dlogits = loss_grad(logits, yt[idx], self.task, weight).reshape(len(idx), g * c)  # each head's own loss
                     gW = torch.addmm(W * wd, xb.T, dlogits)  # d(mean loss)/dW + wd * W
                     gb = dlogits.sum(0)
                     step += 1
@@ -132,22 +135,6 @@ class LinearProbe:
         self.intercept_ = b.view(g, c)[best].clone()
         return self
 
-    def _grad_logits(self, logits: torch.Tensor, y: torch.Tensor, weight) -> torch.Tensor:
-        """Gradient of each head's mean (class-weighted) loss w.r.t. its logits [B, G, C], in closed form."""
-        bsz, _, c = logits.shape
-        if self.task == "multilabel":  # BCE with pos_weight, mean over the batch's known targets
-            known = (y != IGNORE).to(logits.dtype)  # "not known" (CheXpert uncertain, policy ignore): no gradient
-            t = (y * known).unsqueeze(1)
-            pw = weight if weight is not None else 1.0
-            grad = torch.sigmoid(logits) * (pw * t + 1 - t) - pw * t
-            return grad * known.unsqueeze(1) / known.sum().clamp(min=1)
-        onehot = torch.nn.functional.one_hot(y, c).to(logits.dtype).unsqueeze(1)
-        grad = torch.softmax(logits, dim=-1) - onehot
-        if weight is None:
-            return grad / bsz
-        w = weight[y]
-        return grad * (w / w.sum()).view(bsz, 1, 1)
-
     @staticmethod
     def _adam(p, grad, moments, lr, step, betas=(0.9, 0.999), eps=1e-8):
         m, v = moments
@@ -156,14 +143,6 @@ class LinearProbe:
         m_hat = m / (1 - betas[0] ** step)
         v_hat = v / (1 - betas[1] ** step)
         p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
-
-    def _class_weights(self, y: np.ndarray) -> torch.Tensor:
-        counts = (y == 1).sum(0) if self.task == "multilabel" else np.bincount(y, minlength=self.num_classes_)
-        if self.task == "multilabel":  # positive weight = negatives / positives, per label
-            w = ((y == 0).sum(0)) / np.maximum(counts, 1)
-        else:
-            w = len(y) / (self.num_classes_ * np.maximum(counts, 1))
-        return torch.as_tensor(w, dtype=torch.float32, device=self.device)
 
     def _proba(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.task == "multilabel" else torch.softmax(logits, dim=-1)

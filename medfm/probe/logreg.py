@@ -3,7 +3,8 @@
 The linear head's objective is mean loss + ``wd/2 * ||W||^2``; scikit-learn minimises
 ``C * sum(loss) + 1/2 * ||W||^2``, the same problem when ``C = 1 / (wd * n)`` (``wd = 0``: no
 penalty). Each grid point is one L-BFGS fit to convergence; the best on val is kept.
-Multilabel tasks fit one binary model per label.
+Multilabel tasks fit one binary model per label, on the rows where that label is known
+(``medfm.targets``: an ignored entry is left out of its label's fit, and only of that one).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from medfm.metrics import METRICS
 from medfm.probe.linear import FeatureScaler
+from medfm.targets import known_mask
 
 
 class LogRegProbe:
@@ -27,12 +29,25 @@ class LogRegProbe:
 
     def _model(self, wd: float, n: int):
         from sklearn.linear_model import LogisticRegression
-        from sklearn.multiclass import OneVsRestClassifier
 
         kw = {"C": np.inf if wd == 0 else 1.0 / (wd * n)}
-        lr = LogisticRegression(max_iter=self.max_iter, class_weight="balanced" if self.class_weight else None,
-                                random_state=self.seed, **kw)
-        return OneVsRestClassifier(lr) if self.task == "multilabel" else lr
+        return LogisticRegression(max_iter=self.max_iter, class_weight="balanced" if self.class_weight else None,
+                                  random_state=self.seed, **kw)
+
+    def _fit_one(self, wd: float, Xs: np.ndarray, y: np.ndarray):
+        """One grid point: a model, or (multilabel) one per label fitted on its known rows only."""
+        if self.task != "multilabel":
+            return self._model(wd, len(y)).fit(Xs, y)
+        known = known_mask(y)
+        per_label = []
+        for c in range(y.shape[1]):
+            rows = np.flatnonzero(known[:, c])
+            t = y[rows, c]
+            if len(np.unique(t)) < 2:  # nothing to separate: predict the known prevalence (0.5 if none known)
+                per_label.append(float(t.mean()) if len(t) else 0.5)
+            else:
+                per_label.append(self._model(wd, len(rows)).fit(Xs[rows], t))
+        return per_label
 
     def fit(self, X, y, X_val, y_val, num_classes: int | None = None) -> LogRegProbe:
         from sklearn.exceptions import ConvergenceWarning
@@ -46,7 +61,7 @@ class LogRegProbe:
         for wd in self.wds:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                m = self._model(wd, len(y)).fit(Xs, y)
+                m = self._fit_one(wd, Xs, y)
             models.append(m)
             scores.append(fn(np.asarray(y_val), self._full_proba(m, Xv)))
         self.val_scores_ = np.array(scores, dtype=np.float64)
@@ -57,9 +72,9 @@ class LogRegProbe:
         return self
 
     def _full_proba(self, model, Xs) -> np.ndarray:
-        p = model.predict_proba(Xs)
         if self.task == "multilabel":
-            return p
+            return np.stack([np.full(len(Xs), m) if isinstance(m, float) else m.predict_proba(Xs)[:, 1] for m in model], 1)
+        p = model.predict_proba(Xs)
         full = np.zeros((len(Xs), self.num_classes_))
         full[:, model.classes_] = p  # a class missing from a small label budget gets probability 0
         return full
