@@ -13,8 +13,8 @@ from medfm.cache import FeatureCache
 from medfm.config import ProbeConfig
 from medfm.data.splits import stratified_partition
 from medfm.probe import run_probe
-from medfm.probe.linear import LinearProbe
-from medfm.probe.logreg import LogRegProbe
+from medfm.heads.linear import LinearProbe
+from medfm.heads.logreg import LogRegProbe
 from medfm.probe.runner import load_splits
 from medfm.probe.tokens import TokenRows
 from medfm.protocol import _resampled_metric, bootstrap_ci

@@ -28,7 +28,8 @@ from medfm.finetune.data import SeededImages, eval_loader, policy_for, train_loa
 from medfm.distributed import Dist, setup
 from medfm.finetune.distributed import load_model_state, load_optimizer_state, model_state, optimizer_state, unwrap, wrap
 from medfm.finetune.engine import predict, train_epoch, warmup_cosine
-from medfm.finetune.model import FINETUNE_HEADS, FinetuneModel, param_groups
+from medfm.finetune.model import FinetuneModel, param_groups
+from medfm.heads import HEADS
 from medfm.metrics import compute_metrics
 from medfm.paths import runs_root
 from medfm.results import ResultsStore, run_key
@@ -73,7 +74,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
 
 def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     start = time.perf_counter()
-    head_entry = FINETUNE_HEADS.get(cfg.head)
+    head_spec = HEADS.get(cfg.head)
+    head_spec.require("finetune")
     dataset, spec = finetune_inputs(cfg)
     task, metric, C = dataset.task, dataset.headline_metric, dataset.num_classes
     if not len(dataset.splits.get("val", ())):
@@ -100,10 +102,10 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     with torch.no_grad():
         s = spec.img_size
         pooled, toks = backbone.embed(torch.zeros(1, 3, s, s), with_tokens=True)
-    dim = int(toks.shape[-1] if head_entry.inputs == "tokens" else pooled.shape[-1])
+    dim = int(toks.shape[-1] if head_spec.reads == "tokens" else pooled.shape[-1])
     torch.manual_seed(cfg.seed)
-    head = head_entry.build(dim, C, cfg, int(toks.shape[1]))
-    model = FinetuneModel(backbone, head, head_entry.inputs, unfreeze)
+    head = head_spec.build_module(dim, C, cfg, int(toks.shape[1]))
+    model = FinetuneModel(backbone, head, head_spec.reads, unfreeze)
     if cfg.grad_checkpointing:
         if not hasattr(backbone.net, "set_grad_checkpointing"):
             raise MedfmError(f"{spec.entry.name} does not support gradient checkpointing", "drop --grad-checkpointing")
@@ -216,7 +218,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "backbone": spec.entry.name,
         "weights": spec.weights.origin,
         "weights_sha256": spec.weights.sha256,
-        "feature": spec.feature if head_entry.inputs == "pooled" else "tokens",
+        "feature": spec.feature if head_spec.reads == "pooled" else "tokens",
         "img_size": spec.img_size,
         "head": cfg.head,
         "unfreeze": unfreeze,

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medfm.metrics import METRICS
-from medfm.probe.linear import FeatureScaler
+from medfm.heads.base import Head
+from medfm.heads.linear import FeatureScaler
 from medfm.targets import known_mask
 
 
-class LogRegProbe:
+class LogRegProbe(Head):
     grid_names = ("weight_decay",)  # what each entry of ``grid_`` holds
 
     def __init__(self, task: str, metric: str, wds: Sequence[float] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2),
@@ -53,19 +53,18 @@ class LogRegProbe:
         from sklearn.exceptions import ConvergenceWarning
 
         y = np.asarray(y)
-        self.num_classes_ = num_classes or (y.shape[1] if y.ndim == 2 else int(y.max()) + 1)
+        self.num_classes_ = self._num_classes(y, y_val, num_classes)
         self.scaler_ = FeatureScaler(self.normalize).fit(X)
         Xs, Xv = self.scaler_.transform(X), self.scaler_.transform(X_val)
-        fn = METRICS.get(self.metric).fn
         models, scores = [], []
         for wd in self.wds:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 m = self._fit_one(wd, Xs, y)
             models.append(m)
-            scores.append(fn(np.asarray(y_val), self._full_proba(m, Xv)))
+            scores.append(self._metric(np.asarray(y_val), self._full_proba(m, Xv)))
         self.val_scores_ = np.array(scores, dtype=np.float64)
-        best = int(np.nanargmax(self.val_scores_)) if np.isfinite(self.val_scores_).any() else 0
+        best = self._best(self.val_scores_)
         self.model_ = models[best]
         self.grid_ = self.wds
         self.best_params_ = {"weight_decay": self.wds[best]}
@@ -82,9 +81,7 @@ class LogRegProbe:
     def predict_proba(self, X) -> np.ndarray:
         return self._full_proba(self.model_, self.scaler_.transform(X))
 
-    def predict(self, X) -> np.ndarray:
-        p = self.predict_proba(X)
-        return (p >= 0.5).astype(np.int64) if self.task == "multilabel" else p.argmax(1)
 
-    def score(self, X, y) -> float:
-        return METRICS.get(self.metric).fn(np.asarray(y), self.predict_proba(X))
+def for_probe(cfg, task: str, metric: str, device) -> LogRegProbe:
+    return LogRegProbe(task=task, metric=metric, wds=cfg.wds, normalize=cfg.normalize, class_weight=cfg.class_weight,
+                       seed=cfg.seed)

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from medfm.metrics import METRICS
+from medfm.heads.base import Head
 from medfm.targets import known_mask
 
 
-class KNNProbe:
+class KNNProbe(Head):
     grid_names = ("k",)  # what each entry of ``grid_`` holds
 
     def __init__(self, task: str, metric: str, ks: Sequence[int] = (10, 20, 50, 100, 200), temperature: float = 0.07,
@@ -33,7 +33,7 @@ class KNNProbe:
 
     def fit(self, X, y, X_val, y_val, num_classes: int | None = None) -> KNNProbe:
         y = np.asarray(y)
-        self.num_classes_ = num_classes or (y.shape[1] if y.ndim == 2 else int(y.max()) + 1)
+        self.num_classes_ = self._num_classes(y, y_val, num_classes)
         self.train_ = self._norm(X)
         if y.ndim == 2:  # a vote for each known positive; an ignored entry is neither a vote nor a voter
             positive, known = (y == 1).astype(np.float32), known_mask(y).astype(np.float32)
@@ -45,9 +45,8 @@ class KNNProbe:
         self.prior_ = torch.as_tensor(positive.sum(0) / np.maximum(known.sum(0), 1), device=self.device)
         ks = [k for k in self.ks if k <= len(y)] or [len(y)]
         probs = self._proba_for_ks(X_val, ks)
-        fn = METRICS.get(self.metric).fn
-        self.val_scores_ = np.array([fn(np.asarray(y_val), p) for p in probs])
-        best = int(np.nanargmax(self.val_scores_)) if np.isfinite(self.val_scores_).any() else 0
+        self.val_scores_ = np.array([self._metric(np.asarray(y_val), p) for p in probs])
+        best = self._best(self.val_scores_)
         self.k_ = ks[best]
         self.grid_ = ks
         self.best_params_ = {"k": self.k_, "temperature": self.temperature}
@@ -76,9 +75,6 @@ class KNNProbe:
     def predict_proba(self, X) -> np.ndarray:
         return self._proba_for_ks(X, [self.k_])[0]
 
-    def predict(self, X) -> np.ndarray:
-        p = self.predict_proba(X)
-        return (p >= 0.5).astype(np.int64) if self.task == "multilabel" else p.argmax(1)
 
-    def score(self, X, y) -> float:
-        return METRICS.get(self.metric).fn(np.asarray(y), self.predict_proba(X))
+def for_probe(cfg, task: str, metric: str, device) -> KNNProbe:
+    return KNNProbe(task=task, metric=metric, ks=cfg.ks, temperature=cfg.temperature, device=device)
