@@ -284,6 +284,26 @@ def datasets_inspect(
 
 
 @app.command()
+def heads(as_json: JsonOpt = False):
+    """List the heads: what each reads (pooled feature or patch tokens) and the stages it runs in."""
+    from rich.table import Table
+
+    from medfm.heads import HEADS
+    from medfm.ui import stdout_console
+
+    rows = [{"name": n, "reads": h.reads, "stages": list(h.stages), "summary": h.summary} for n, h in HEADS.items()]
+    if as_json:
+        _emit({"heads": rows}, True)
+        return
+    t = Table(title=f"{len(rows)} heads (probe: medfm probe --head; finetune: medfm finetune --head)")
+    for col in ("name", "reads", "stages", "summary"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["reads"], ", ".join(r["stages"]), r["summary"])
+    stdout_console().print(t)
+
+
+@app.command()
 def version():
     """Print medfm's version."""
     from medfm import __version__

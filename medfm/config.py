@@ -14,6 +14,7 @@ from typing import Annotated, ClassVar, Literal, get_origin
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medfm.errors import MedfmError
+from medfm.heads import heads_for, heads_help
 
 
 class _Config(BaseModel):
@@ -142,7 +143,7 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
     SECTION: ClassVar[str] = "finetune"
     EXAMPLE: ClassVar[str] = "medfm finetune --backbone dinov2_vits14 --dataset busi --unfreeze 2"
     unfreeze: int | Literal["all"] = _opt(0, "train the last N blocks (0 = frozen backbone, 'all' or -1 = full fine-tune)")
-    head: Literal["linear", "deit"] = _opt("linear", "head: linear (pooled feature) or deit (tokens)")
+    head: str = _opt("linear", f"head: {heads_help('finetune')} (`medfm heads`)")
     head_depth: int = _opt(12, "deit head: DeiT-B blocks (study 1 uses all 12)", ge=1)
     deit_weights: str | None = _opt(None, "deit head: DeiT-B checkpoint [random init]")
     metric: str | None = _opt(None, "early-stopping / best-checkpoint metric [the dataset's headline]")
@@ -174,6 +175,13 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
     overwrite: bool = _opt(False, "replace an existing run in --out")
     save_model: bool = _opt(True, "write the best model's full state_dict to <out>/model.pt")
     results: str | None = _opt(None, "results store (SQLite) to append to [$MEDFM_RUNS/results.sqlite]")
+
+    @field_validator("head")
+    @classmethod
+    def _finetune_head(cls, v: str) -> str:
+        if v not in heads_for("finetune"):
+            raise ValueError(f"{v!r} is not a fine-tune head; fine-tune heads: {', '.join(heads_for('finetune'))}")
+        return v
 
     @field_validator("unfreeze")
     @classmethod
@@ -208,7 +216,7 @@ class ProbeConfig(_Config):
     SECTION: ClassVar[str] = "probe"
     EXAMPLE: ClassVar[str] = "medfm probe --cache medfm-cache/busi/dinov2_vits14-cls-224px-<fp>.zarr --head linear"
     cache: str = _opt(help="feature cache made by `medfm extract`")
-    head: str = _opt("linear", "head: linear, logreg, knn, deit")
+    head: str = _opt("linear", f"head: {heads_help('probe')} (`medfm heads`)")
     metric: str | None = _opt(None, "metric that chooses hyper-parameters [the dataset's headline metric]")
     out: str | None = _opt(None, "run folder for config.json + results.json [$MEDFM_RUNS/probe/...]")
     seed: int = _opt(0, "training seed (also draws the label budget)")
@@ -239,7 +247,7 @@ class SweepConfig(_Config):
     preset: str | None = _opt(None, "a named study grid (--list-presets); explicit lists override it")
     backbones: list[str] = _opt([], "backbones")
     datasets: list[str] = _opt([], "datasets")
-    heads: list[str] = _opt([], "heads: linear, logreg, knn, deit [linear]")
+    heads: list[str] = _opt([], f"heads: {heads_help('probe')} (`medfm heads`) [linear]")
     fractions: list[float] = _opt([], "label budgets, e.g. 0.01,0.1,1.0 [1.0]")
     seeds: list[int] = _opt([], "seeds, e.g. 0,1,2 [0]")
     weights: dict[str, str] = _opt({}, "BACKBONE=PATH|random (others: official weights)")

@@ -5,7 +5,6 @@
 """
 
 from medfm.config import FinetuneConfig
-from medfm.finetune.model import FINETUNE_HEADS
 from medfm.finetune.runner import run_finetune
 
-__all__ = ["FINETUNE_HEADS", "FinetuneConfig", "run_finetune"]
+__all__ = ["FinetuneConfig", "run_finetune"]
