@@ -220,11 +220,15 @@ class ProbeConfig(_Config):
     metric: str | None = _opt(None, "metric that chooses hyper-parameters [the dataset's headline metric]")
     out: str | None = _opt(None, "run folder for config.json + results.json [$MEDFM_RUNS/probe/...]")
     seed: int = _opt(0, "training seed (also draws the label budget)")
-    lrs: list[float] = _opt([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1], "linear head: learning rates of the grid")
+    solver: Literal["lbfgs", "grid"] = _opt("lbfgs", "linear head solver: lbfgs (exact regularised logistic regression "
+                                                     "along the --wds path, full-batch L-BFGS, warm-started) or grid "
+                                                     "(DINOv2-style --lrs x --wds grid trained with Adam: the studies' "
+                                                     "protocol; --epochs, --batch-size, --min-steps)")
+    lrs: list[float] = _opt([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1], "linear head, grid solver: learning rates")
     wds: list[float] = _opt([0.0, 1e-5, 1e-4, 1e-3, 1e-2], "linear and logreg heads: weight decays of the grid")
     epochs: int = _opt(30, "training epochs", ge=1)
-    batch_size: int = _opt(1024, "linear head mini-batch size", ge=1)
-    min_steps: int = _opt(200, "linear head: at least this many steps, so tiny label budgets converge", ge=1)
+    batch_size: int = _opt(1024, "linear head, grid solver: mini-batch size", ge=1)
+    min_steps: int = _opt(200, "linear head, grid solver: at least this many steps, so tiny label budgets converge", ge=1)
     normalize: Literal["standard", "l2", "none"] = _opt("standard", "feature normalisation (statistics from train)")
     class_weight: bool = _opt(False, "inverse-frequency class weights")
     device: str = _opt("auto", "auto, cpu, cuda")

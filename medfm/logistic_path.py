@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-IGNORE = 255  # as medfm.metrics.IGNORE: a multilabel entry that is not known
+from medfm.metrics import IGNORE  # a multilabel entry that is not known
 
 _MAX_HALVINGS = 20  # line-search step 2^-20: below it no decrease is measurable in float32
 _BLOCK_BYTES = 4 << 20  # rows per block: ~4 MB of features, so a block is still in cache for its backward GEMM
@@ -52,13 +52,13 @@ class _Objective:
         if task == "multilabel":
             known = (y != IGNORE)
             self.target = torch.where(known, y, torch.zeros_like(y)).to(X.dtype)
-            pos_w = label_weight if label_weight is not None else torch.ones(self.k, dtype=X.dtype)
+            pos_w = label_weight if label_weight is not None else torch.ones(self.k, dtype=X.dtype, device=X.device)
             # weight of each entry: its label's positive weight when positive, 1 when negative, 0 when unknown,
             # over the label's (weighted) known count: each label's loss is a mean over its known rows
             entry = known.to(X.dtype) * torch.where(self.target > 0, pos_w.to(X.dtype), torch.ones_like(self.target))
             self.entry_weight = entry / entry.sum(0).clamp(min=1e-12)
         else:
-            w = sample_weight.to(X.dtype) if sample_weight is not None else torch.ones(n, dtype=X.dtype)
+            w = sample_weight.to(X.dtype) if sample_weight is not None else torch.ones(n, dtype=X.dtype, device=X.device)
             self.row_weight = w / w.sum()
             self.target = y.to(X.dtype) if task == "binary" else y.long()
 
@@ -72,8 +72,8 @@ class _Objective:
         W64, b64 = self.unpack(theta)
         W, b = W64.to(self.X.dtype), b64.to(self.X.dtype)
         loss = 0.0
-        gW = torch.zeros(self.d, self.k, dtype=torch.float64)
-        gb = torch.zeros(self.k, dtype=torch.float64)
+        gW = torch.zeros(self.d, self.k, dtype=torch.float64, device=self.X.device)
+        gb = torch.zeros(self.k, dtype=torch.float64, device=self.X.device)
         for start in range(0, self.X.shape[0], self.block):
             xb = self.X[start:start + self.block]
             z = torch.addmm(b, xb, W)
@@ -92,7 +92,7 @@ class _Objective:
             logp = torch.log_softmax(z, dim=1)
             loss = -(w * logp.gather(1, y[:, None])[:, 0]).sum()
             g = logp.exp()
-            g[torch.arange(len(y)), y] -= 1
+            g[torch.arange(len(y), device=g.device), y] -= 1
             return float(loss), g * w[:, None]
         t = self.target[rows]
         w = self.entry_weight[rows] if self.task == "multilabel" else self.row_weight[rows, None]
@@ -147,25 +147,26 @@ def _lbfgs(fun, theta: torch.Tensor, wd: float, tol: float, max_iter: int, histo
 
 
 def fit_path(X, y, task: str, weight_decays: Sequence[float], *, sample_weight=None, label_weight=None,
-             tol: float = 1e-4, max_iter: int = 1000, dtype: torch.dtype = torch.float32) -> list[PathFit]:
+             tol: float = 1e-4, max_iter: int = 1000, dtype: torch.dtype = torch.float32,
+             device: str | torch.device = "cpu") -> list[PathFit]:
     """One fit per weight decay (returned in the order given), solved from the largest to the smallest.
 
     ``X``: ``[N, D]`` features (already normalised); ``y``: ``[N]`` class indices, or ``[N, L]`` 0/1 with
     ``IGNORE`` for unknown entries (multilabel). ``sample_weight`` (single-label) weights rows;
     ``label_weight`` (multilabel) is each label's positive weight.
     """
-    Xt = torch.as_tensor(np.asarray(X), dtype=dtype).contiguous()
-    yt = torch.as_tensor(np.asarray(y))
-    sw = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float64)
-    lw = None if label_weight is None else torch.as_tensor(np.asarray(label_weight), dtype=torch.float64)
+    Xt = torch.as_tensor(np.asarray(X), dtype=dtype, device=device).contiguous()
+    yt = torch.as_tensor(np.asarray(y), device=device)
+    sw = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float64, device=device)
+    lw = None if label_weight is None else torch.as_tensor(np.asarray(label_weight), dtype=torch.float64, device=device)
     objective = _Objective(Xt, yt, task, sw, lw)
-    theta = torch.zeros(objective.size(), dtype=torch.float64)
+    theta = torch.zeros(objective.size(), dtype=torch.float64, device=device)
     fits: dict[int, PathFit] = {}
     for i in sorted(range(len(weight_decays)), key=lambda j: -weight_decays[j]):
         wd = float(weight_decays[i])
         theta, it, evals, ok = _lbfgs(objective, theta, wd, tol, max_iter)
         W, b = objective.unpack(theta)
-        fits[i] = PathFit(wd, W.clone(), b.clone(), it, evals, ok)
+        fits[i] = PathFit(wd, W.cpu().clone(), b.cpu().clone(), it, evals, ok)
     return [fits[i] for i in range(len(weight_decays))]
 
 

@@ -52,6 +52,7 @@ add(name="mansoori2025",
     datasets=STUDY_DATASETS, heads=("linear", "deit"), scenarios=("frozen", "unfrozen"), img_size=224,
     # unfrozen = the whole backbone trains (its code can also train from `partial.unfreeze_cutoff` on:
     # override `unfreeze` to reproduce such a partial run)
+    probe={"solver": "grid"},  # the study trains its frozen heads with an optimiser, not to convergence
     unfreeze=("all",), finetune=STUDY1_TRAINING)
 add(name="huix2024",
     description="Huix et al., WACV 2024 (arXiv 2310.19522): {frozen, unfrozen} x {linear, appended DeiT head}",
@@ -60,12 +61,12 @@ add(name="huix2024",
     datasets=STUDY_DATASETS, heads=("linear", "deit"), scenarios=("frozen", "unfrozen"), img_size=224,
     # unfrozen = end-to-end fine-tuning of the whole backbone; STUDIES.md lists no schedule of its own for
     # this study, so it trains with study 1's settings (same four datasets, same two heads)
-    unfreeze=("all",), finetune=STUDY1_TRAINING)
+    probe={"solver": "grid"}, unfreeze=("all",), finetune=STUDY1_TRAINING)
 add(name="huang2024",
     description="Huang et al., COMPSAC 2024 (arXiv 2402.07595): DINOv2 S/B/L vs ImageNet CNNs, 5,000-resample bootstrap CIs",
     backbones=("vgg16", "resnet50", "densenet121", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14"),
     datasets=("kermany_cxr_224", "ichallenge_amd", "ham10000_224"), heads=("linear",), scenarios=("frozen", "unfrozen"),
-    probe={"bootstrap": 5000}, img_size=224,
+    probe={"bootstrap": 5000, "solver": "grid"}, img_size=224,
     # GuanghuiFU/medical_dino_eval: unfrozen = no `--freeze` (every layer trains), Adam lr 1e-4 without weight
     # decay, scheduler or clipping, batch 32, 100 epochs, Resize 256 -> CenterCrop 224 only (no augmentation).
     # medfm's schedule is always warm-up + cosine; warm-up 0 leaves the cosine decay as the one difference.

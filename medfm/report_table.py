@@ -38,9 +38,10 @@ def comparison_table(records: list[dict], title: str) -> Table:
     t.add_column(f"test {head}", justify="right", style="bold")
     for m in others:
         t.add_column(f"test {m}", justify="right")
-    t.add_column("lr / wd (val-chosen)", justify="right")
+    t.add_column("val-chosen", justify="right")
     for r in sorted(records, key=lambda r: -r["headline_metric"]["value"]):
-        hp = r.get("hyperparameters", {})
+        hp = ", ".join(f"{'wd' if k == 'weight_decay' else k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                       for k, v in r.get("hyperparameters", {}).items())
         t.add_row(r["backbone"], r["weights"], r["feature"], str(r["img_size"]), _fmt(r["headline_metric"]["value"]),
-                  *[_fmt(r["test"][m]) for m in others], f"{hp.get('lr', 0):g} / {hp.get('weight_decay', 0):g}")
+                  *[_fmt(r["test"][m]) for m in others], hp)
     return t

@@ -196,7 +196,7 @@ def map_params(path: str | Path) -> StudyRun:
         use("foundation_params.freeze_backbone", "mode", "frozen backbone -> extract + probe")
         use("foundation_params.partial.unfreeze_cutoff", "mode", f"{cutoff} (all blocks frozen)")
         run.extract = {**common, "tokens": head == "deit", "device": device, "num_workers": workers}
-        run.probe = {"head": head, "device": device, "out": out, "epochs": epochs, "batch_size": batch,
+        run.probe = {"head": head, "solver": "grid", "device": device, "out": out, "epochs": epochs, "batch_size": batch,
                      "lrs": [lr] if lr is not None else None, "wds": [wd] if wd is not None else None}
         for key, setting, value in (("dataloader_params.trainloader.batch_size", "probe.batch_size", batch),
                                     ("dataloader_params.trainloader.num_workers", "extract.num_workers", workers),

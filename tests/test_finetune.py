@@ -158,7 +158,7 @@ def test_frozen_linear_finetune_agrees_with_the_linear_probe(pneu_subset, dinov2
         store = str(tmp_path / "results.sqlite")
         cache = run_extract(ExtractConfig(**common, dtype="float32", cache=str(tmp_path / "c.zarr"), num_workers=0)).cache
         # min_steps=1: the probe takes exactly the fine-tune's 5 full-batch steps (its default floor is 200)
-        probe = run_probe(ProbeConfig(cache=str(cache), lrs=[0.01], wds=[0.0], normalize="none", epochs=5, batch_size=64,
+        probe = run_probe(ProbeConfig(cache=str(cache), solver="grid", lrs=[0.01], wds=[0.0], normalize="none", epochs=5, batch_size=64,
                                       min_steps=1,
                                       out=str(tmp_path / "probe"), results=store))
         ft = run_finetune(FinetuneConfig(**common, unfreeze=0, head="linear", epochs=5, batch_size=64, lr=0.01,

@@ -54,12 +54,20 @@ def probe(cache, tmp_path, **kw) -> dict:
 def test_grid_linear_head_within_0_01_of_tuned_logistic_regression(pneumonia_cache):
     data, _ = load_splits(pneumonia_cache, seed=0)
     (X, y), (Xv, yv), (Xt, yt) = data["train"], data["val"], data["test"]
-    ours = LinearProbe("binary", "roc_auc").fit(X, y, Xv, yv)  # the defaults `medfm probe` uses
+    ours = LinearProbe("binary", "roc_auc", solver="grid").fit(X, y, Xv, yv)  # the grid solver's defaults
     ref = LogRegProbe("binary", "roc_auc").fit(X, y, Xv, yv)  # scikit-learn, tuned over the same wd grid
     a, b = ours.score(Xt, yt), ref.score(Xt, yt)
     assert a > 0.8 and b > 0.8, (a, b)
     assert abs(a - b) < 0.01, (a, b)
     assert len(ours.val_scores_) == 40 and len(ref.val_scores_) == 5
+    # the default solver solves scikit-learn's problem at each weight decay: the same val scores and test score
+    exact = LinearProbe("binary", "roc_auc").fit(X, y, Xv, yv)  # the defaults `medfm probe` uses
+    # (below wd 1e-4 the problem is nearly unregularised: any point with a gradient under the shared tolerance
+    # is a solution, and the two solvers stop at different ones)
+    posed = np.array(exact.grid_) >= 1e-4
+    assert np.abs(exact.val_scores_ - ref.val_scores_)[posed].max() < 2e-3, (exact.val_scores_, ref.val_scores_)
+    assert exact.best_params_ == ref.best_params_
+    assert abs(exact.score(Xt, yt) - b) < 2e-3, (exact.score(Xt, yt), b)
 
 
 def test_knn_probe_beats_chance_with_ci_and_predictions(pneumonia_cache, tmp_path):

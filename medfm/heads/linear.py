@@ -1,14 +1,19 @@
-"""Linear heads for a whole learning-rate x weight-decay grid, trained at once.
+"""Linear heads: an exact solver along the weight-decay path (default), or a whole lr x wd grid trained at once.
 
-All G = len(lrs) * len(wds) heads share every mini-batch: one batched matmul ``[B, D] x [G, D, C]``
-per step, with Adam (per-head learning rate) and a cosine schedule — the trick DINOv2's linear
-evaluation uses. ``wd`` is an L2 penalty ``wd/2 * ||W||^2`` in the objective, so each head solves a
-regularised logistic regression, as scikit-learn's does. The head with the best validation score
-is kept. The class follows scikit-learn's ``fit`` / ``predict_proba`` / ``predict`` / ``score``.
+``solver="lbfgs"`` (the default): for each weight decay, the regularised logistic regression
+(mean loss + ``wd/2 * ||W||^2``, scikit-learn's problem with ``C = 1 / (wd * n)``) solved to
+scikit-learn's tolerance by full-batch L-BFGS, warm-started along the path (``medfm.logistic_path``).
+
+``solver="grid"`` (the studies' protocol): all G = len(lrs) * len(wds) heads share every mini-batch:
+one batched matmul ``[B, D] x [G, D, C]`` per step, with Adam (per-head learning rate) and a cosine
+schedule — the trick DINOv2's linear evaluation uses — for a fixed number of epochs.
+
+Either way the head with the best validation score is kept. The class follows scikit-learn's
+``fit`` / ``predict_proba`` / ``predict`` / ``score``.
 
 Fine-tuning's linear head (``for_finetune``) is the same classifier as one ``nn.Linear``,
 zero-initialised like the grid, so ``medfm finetune --unfreeze 0 --head linear`` trains exactly
-the head ``medfm probe`` would.
+the head ``medfm probe --solver grid`` would.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import numpy as np
 import torch
 
 from medfm.heads.base import Head
+from medfm.logistic_path import fit_path
+from medfm.logistic_path import predict_proba as path_proba
 from medfm.targets import class_weights, loss_grad
 
 
@@ -75,8 +82,9 @@ class LinearProbe(Head):
         class_weight: bool = False,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        solver: str = "lbfgs",
     ):
-        self.task, self.metric = task, metric
+        self.task, self.metric, self.solver = task, metric, solver
         self.lrs, self.wds = list(lrs), list(wds)
         self.epochs, self.batch_size, self.min_steps = epochs, batch_size, min_steps
         self.normalize, self.class_weight, self.seed = normalize, class_weight, seed
@@ -95,6 +103,8 @@ class LinearProbe(Head):
         y, y_val = np.asarray(y), np.asarray(y_val)
         self.num_classes_ = self._num_classes(y, y_val, num_classes)
         self.scaler_ = FeatureScaler(self.normalize).fit(X)
+        if self.solver == "lbfgs":
+            return self._fit_path(X, y, X_val, y_val)
         Xt, yt = self._prep(X), self._targets(y)
         n, d, c = Xt.shape[0], Xt.shape[1], self.num_classes_
         grid = [(lr, wd) for lr in self.lrs for wd in self.wds]
@@ -139,6 +149,32 @@ class LinearProbe(Head):
         self.intercept_ = b.view(g, c)[best].clone()
         return self
 
+    def _fit_path(self, X, y, X_val, y_val) -> LinearProbe:
+        """The exact solver: one regularised logistic regression per weight decay, solved along the path
+        (``medfm.logistic_path``), the best on val kept. Binary tasks fit one logit (scikit-learn's model),
+        stored as the logit pair (0, z) so prediction is the same softmax for every solver."""
+        c = self.num_classes_
+        weight = class_weights(y, c, self.task) if self.class_weight else None
+        sample_weight = weight[y] if weight is not None and self.task != "multilabel" else None
+        label_weight = weight if weight is not None and self.task == "multilabel" else None
+        task = "binary" if self.task == "binary" and c == 2 else self.task
+        fits = fit_path(self.scaler_.transform(X), y, task, self.wds, sample_weight=sample_weight,
+                        label_weight=label_weight, device=self.device)
+        Xv = self.scaler_.transform(X_val)
+        self.val_scores_ = np.array([self._safe_score(y_val, path_proba(f, Xv, task)) for f in fits])
+        best = self._best(self.val_scores_)
+        self.grid_names = ("weight_decay",)
+        self.grid_, self.best_index_ = list(self.wds), best
+        self.best_params_ = {"weight_decay": self.wds[best]}
+        self.path_ = [{"weight_decay": f.weight_decay, "iterations": f.iterations, "evaluations": f.evaluations,
+                       "converged": f.converged} for f in fits]
+        coef, intercept = fits[best].coef, fits[best].intercept
+        if task == "binary":
+            coef, intercept = torch.cat([torch.zeros_like(coef), coef], 1), torch.cat([torch.zeros_like(intercept), intercept])
+        self.coef_ = coef.to(torch.float32).to(self.device)
+        self.intercept_ = intercept.to(torch.float32).to(self.device)
+        return self
+
     @staticmethod
     def _adam(p, grad, moments, lr, step, betas=(0.9, 0.999), eps=1e-8):
         m, v = moments
@@ -165,7 +201,7 @@ class LinearProbe(Head):
 def for_probe(cfg, task: str, metric: str, device) -> LinearProbe:
     return LinearProbe(task=task, metric=metric, lrs=cfg.lrs, wds=cfg.wds, epochs=cfg.epochs, batch_size=cfg.batch_size,
                        min_steps=cfg.min_steps, normalize=cfg.normalize, class_weight=cfg.class_weight, seed=cfg.seed,
-                       device=device)
+                       device=device, solver=cfg.solver)
 
 
 def for_finetune(dim: int, num_classes: int, cfg, num_tokens: int) -> torch.nn.Module:
