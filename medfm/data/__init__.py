@@ -78,10 +78,10 @@ def resolve_protocol(entry: DatasetEntry, protocol: str | None, options: dict[st
         if key not in allowed:
             raise MedfmError(f"dataset {entry.name!r} has no option {key!r}",
                              f"options: {', '.join(allowed) or 'none'} (`medfm datasets` lists them)")
-        ok = value.lstrip("-").isdigit() if allowed[key] == ("<int>",) else value in allowed[key]
+        ok = value.isdigit() if allowed[key] == ("<int>",) else value in allowed[key]
         if not ok:
             raise MedfmError(f"dataset option {key}={value!r} is not allowed for {entry.name}",
-                             f"choose {'an integer' if allowed[key] == ('<int>',) else ' or '.join(allowed[key])}")
+                             f"choose {'a whole number >= 0' if allowed[key] == ('<int>',) else ' or '.join(allowed[key])}")
     return proto, {**dict(proto.options), **options}
 
 
@@ -109,6 +109,8 @@ def create_dataset(name_or_path: str, data_root: str | Path | None = None, seed:
     reads every image again for the content identity; ``allow_missing_class`` lets a class that
     training does not see through (recorded in the identity).
     """
+    if seed < 0:
+        raise MedfmError(f"--split-seed {seed} is negative", "give a whole number >= 0")
     if duplicates is not None and duplicates not in POLICIES:
         raise MedfmError(f"--duplicates {duplicates!r} is not a policy", f"choose {', '.join(POLICIES)}")
     checks = {"rehash": rehash, "allow_missing_class": allow_missing_class}
