@@ -221,11 +221,12 @@ def build_dataset(
     decided = resolve(groups, duplicates, str(manifest or root))
     for s, gone in decided.drop.items():
         parts[s] = np.delete(parts[s], sorted(gone))
-    missing_in_train = _missing_in_train(parts, labels, classes, multilabel)
-    if missing_in_train and not allow_missing_class:
-        raise MedfmError(f"{manifest or root}: class(es) {', '.join(missing_in_train)} have no training images "
-                         f"but appear in {'/'.join(s for s in ('val', 'test') if len(parts[s]))}",
+    unseen = _missing_in_train(parts, labels, classes, multilabel)
+    if unseen and not allow_missing_class:
+        raise MedfmError(f"{manifest or root}: class(es) {', '.join(unseen)} have no training images but appear in "
+                         + "; ".join(f"{c}: {'/'.join(where_seen)}" for c, where_seen in unseen.items()),
                          "add training images of the class, or pass --allow-missing-class to score it anyway")
+    missing_in_train = list(unseen)
     splits = {
         s: Split([_row_id(rows[i]) for i in idx], labels[idx], images(root, [rows[i] for i in idx], manifest))
         for s, idx in parts.items()
@@ -294,16 +295,16 @@ def _content_digests(rows: list[Row], root: Path, manifest: Path | None, images,
     return out
 
 
-def _missing_in_train(parts: dict[str, np.ndarray], labels: np.ndarray, classes: list[str], multilabel: bool) -> list[str]:
-    """Classes with no training sample (single-label) or no training positive (multilabel) that val or test holds."""
+def _missing_in_train(parts: dict[str, np.ndarray], labels: np.ndarray, classes: list[str], multilabel: bool) -> dict[str, list[str]]:
+    """Classes with no training sample (multilabel: no positive) that val or test holds -> those splits."""
     def present(idx: np.ndarray) -> np.ndarray:
         if multilabel:
             return (labels[idx] == 1).any(axis=0) if len(idx) else np.zeros(len(classes), bool)
         return np.bincount(labels[idx], minlength=len(classes)) > 0
 
-    train = present(parts["train"])
-    elsewhere = present(np.concatenate([parts["val"], parts["test"]]))
-    return [c for c, t, e in zip(classes, train, elsewhere) if e and not t]
+    train, val, test = present(parts["train"]), present(parts["val"]), present(parts["test"])
+    return {c: [s for s, on in (("val", v), ("test", t)) if on]
+            for c, tr, v, t in zip(classes, train, val, test) if (v or t) and not tr}
 
 
 def _row_id(r: Row) -> str:
