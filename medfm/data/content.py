@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def write_sidecar(path: Path, entries: dict[str, tuple[str, str]]) -> None:
     """Write atomically; a cache folder that cannot be written only costs the next run a rehash."""
     body = "".join(f"{rel}\t{key}\t{digest}\n" for rel, (key, digest) in sorted(entries.items()))
     text = f"{SIDECAR_HEADER} {hashlib.sha256(body.encode()).hexdigest()}\n{body}"
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")  # torchrun ranks on many nodes
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
