@@ -211,22 +211,9 @@ def build_dataset(
                          "add images or drop the class (a class no sample has cannot be learned or scored)")
 
     parts, policy = _split(rows, labels, plan, manifest or root)
-    if duplicates == "error":
-        _refuse_repeated_paths(rows, manifest, root)
-    content = _content_digests(rows, root, manifest, images, rehash)
-    label_text = [",".join(map(str, lab)) if multilabel else classes[lab] for lab in labels]
-    groups = find_groups({s: [content[i] for i in idx] for s, idx in parts.items()},
-                         {s: [label_text[i] for i in idx] for s, idx in parts.items()},
-                         lambda s, k: _short_where(rows[parts[s][k]], manifest))
-    decided = resolve(groups, duplicates, str(manifest or root))
-    for s, gone in decided.drop.items():
-        parts[s] = np.delete(parts[s], sorted(gone))
-    unseen = _missing_in_train(parts, labels, classes, multilabel)
-    if unseen and not allow_missing_class:
-        raise MedfmError(f"{manifest or root}: class(es) {', '.join(unseen)} have no training images but appear in "
-                         + "; ".join(f"{c}: {'/'.join(where_seen)}" for c, where_seen in unseen.items()),
-                         "add training images of the class, or pass --allow-missing-class to score it anyway")
-    missing_in_train = list(unseen)
+    content, groups, decided = _screen_duplicates(rows, labels, parts, classes, multilabel, root, manifest, images,
+                                                  duplicates, rehash)
+    missing_in_train = _check_classes_seen_in_train(parts, labels, classes, multilabel, manifest or root, allow_missing_class)
     splits = {
         s: Split([_row_id(rows[i]) for i in idx], labels[idx], images(root, [rows[i] for i in idx], manifest))
         for s, idx in parts.items()
@@ -249,6 +236,33 @@ def build_dataset(
     ds.skipped = skipped
     ds.duplicates = groups
     return ds
+
+
+def _screen_duplicates(rows: list[Row], labels: np.ndarray, parts: dict[str, np.ndarray], classes: list[str],
+                       multilabel: bool, root: Path, manifest: Path | None, images, policy: str, rehash: bool):
+    """Content digests of the rows, their duplicate groups, and the policy's decision (drops applied to ``parts``)."""
+    if policy == "error":
+        _refuse_repeated_paths(rows, manifest, root)
+    content = _content_digests(rows, root, manifest, images, rehash)
+    label_text = [",".join(map(str, lab)) if multilabel else classes[lab] for lab in labels]
+    groups = find_groups({s: [content[i] for i in idx] for s, idx in parts.items()},
+                         {s: [label_text[i] for i in idx] for s, idx in parts.items()},
+                         lambda s, k: _short_where(rows[parts[s][k]], manifest))
+    decided = resolve(groups, policy, str(manifest or root))
+    for s, gone in decided.drop.items():
+        parts[s] = np.delete(parts[s], sorted(gone))
+    return content, groups, decided
+
+
+def _check_classes_seen_in_train(parts: dict[str, np.ndarray], labels: np.ndarray, classes: list[str], multilabel: bool,
+                                 source: Path, allow: bool) -> list[str]:
+    """Refuse a class that val/test hold but train does not (unless ``allow``); return such classes."""
+    unseen = _missing_in_train(parts, labels, classes, multilabel)
+    if unseen and not allow:
+        raise MedfmError(f"{source}: class(es) {', '.join(unseen)} have no training images but appear in "
+                         + "; ".join(f"{c}: {'/'.join(where_seen)}" for c, where_seen in unseen.items()),
+                         "add training images of the class, or pass --allow-missing-class to score it anyway")
+    return list(unseen)
 
 
 def _short_where(r: Row, manifest: Path | None) -> str:
