@@ -313,6 +313,7 @@ class SweepConfig(_Config):
     img_size: int | None = _opt(None, "input size for every backbone [each backbone's default]", ge=16, le=MAX_IMG_SIZE)
     tokens: bool | None = _opt(None, "store patch tokens [auto: when a head needs them]")
     extract_batch_size: int = _opt(64, "images per forward pass when extracting", ge=1)
+    duplicates: Duplicates = _duplicates_opt()  # applied to every extract and fine-tune of the sweep
     device: str = _opt("auto", "auto, cpu, cuda")
     results: str | None = _opt(None, "results store [$MEDFM_RUNS/results.sqlite]")
     out: str | None = _opt(None, "folder of per-row run folders (probes and fine-tunes) [$MEDFM_RUNS/sweep/<preset>]")
