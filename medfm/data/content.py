@@ -68,7 +68,8 @@ def read_sidecar(path: Path) -> dict[str, tuple[str, str]]:
 
 def write_sidecar(path: Path, entries: dict[str, tuple[str, str]]) -> None:
     """Write atomically; a cache folder that cannot be written only costs the next run a rehash."""
-    body = "".join(f"{rel}\t{key}\t{digest}\n" for rel, (key, digest) in sorted(entries.items()))
+    body = "".join(f"{rel}\t{key}\t{digest}\n" for rel, (key, digest) in sorted(entries.items())
+                   if not any(c in rel for c in "\t\n\r"))  # such names are simply hashed every run
     text = f"{SIDECAR_HEADER} {hashlib.sha256(body.encode()).hexdigest()}\n{body}"
     tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")  # torchrun ranks on many nodes
     try:
