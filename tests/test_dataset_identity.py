@@ -173,6 +173,19 @@ def test_published_datasets_duplicates_as_measured(data_root):
     assert "train/115" not in dropped.splits["train"].ids and "test/76" not in dropped.splits["test"].ids
 
 
+def test_registry_dataset_runs_under_warn_and_the_probe_record_counts_the_groups(tmp_path, data_root):
+    from medfm.config import ProbeConfig
+    from medfm.extract import run_extract
+    from medfm.probe import run_probe
+
+    ex = run_extract(ExtractConfig(backbone="efficientnet_lite0", dataset="breastmnist", data_root=str(data_root),
+                                   weights="random", img_size=32, num_workers=0, dtype="float32"))
+    record = run_probe(ProbeConfig(cache=str(ex.cache), lrs=[1e-2], wds=[0.0], epochs=1, min_steps=1, bootstrap=0,
+                                   out=str(tmp_path / "probe"), results=str(tmp_path / "r.sqlite")))
+    assert record["duplicates"] == {"policy": "warn", "groups": 1, "across_splits": 1, "different_labels": 1}
+    assert record["n"] == {"train": 546, "val": 78, "test": 156}  # kept as published
+
+
 # -- one-line errors for bad input -------------------------------------------------------------------------
 
 
