@@ -209,6 +209,10 @@ def test_csv_encodings_split_seed_and_img_size(tmp_path, data_root):
         ExtractConfig.load(None, {"backbone": "mobilenetv2", "dataset": "busi", "img_size": 100000})
     with pytest.raises(MedfmError, match=r"--img-size 4096 with a batch of 100000 needs at least \d+ GiB"):
         ExtractConfig.load(None, {"backbone": "mobilenetv2", "dataset": "busi", "img_size": 4096, "batch_size": 100000})
+    from medfm.backbones.check import check_backbone
+
+    with pytest.raises(MedfmError, match=r"--img-size 100000 is outside 16\.\.4096"):
+        check_backbone("mobilenetv2", "random", 100000)
 
 
 def test_latin1_manifest_is_one_line_at_the_cli(cli, tmp_path, data_root):
