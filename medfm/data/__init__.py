@@ -140,7 +140,7 @@ def create_dataset(name_or_path: str, data_root: str | Path | None = None, seed:
         console.print(f"[yellow]skipped[/] {line}")
     if ds.identity.get("duplicates"):
         console.print(f"[yellow]duplicates[/] {ds.name}: {summary_note(ds.identity['duplicates'])}; "
-                      f"`medfm datasets inspect` lists them")
+                      f"`medfm datasets inspect {name_or_path}` lists them")
     if metric:
         check_metric_for_task(metric, ds.task)
         ds.headline_metric = metric
