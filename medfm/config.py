@@ -8,6 +8,7 @@ a saved ``config.json`` with ``--config`` reproduces the run (kaiko eva does the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, get_origin
 
@@ -99,6 +100,56 @@ def _opt(default=..., help: str = "", cli: dict | None = None, **constraints):
     return Field(default, description=help, json_schema_extra=extra, **constraints)
 
 
+MAX_IMG_SIZE = 4096  # the largest input any registry backbone or study uses is 1024 px; beyond this is a typo
+
+
+# How a dataset is read: declared once here, used by every config that reads one (extract, finetune, prepare).
+def _split_seed_opt():
+    return _opt(0, "seed of any split medfm makes (a whole number >= 0)", ge=0)
+
+
+def _duplicates_opt():
+    return _opt(None, "identical images under two names (across splits: leakage; different labels: contradiction): "
+                      "error, warn (keep and report) or drop (remove leaking and contradicting copies) "
+                      "[error for a manifest or folder, warn for a registry dataset]")
+
+
+def _rehash_opt():
+    return _opt(False, "hash every image again for the dataset's content identity instead of trusting the sidecar "
+                       "for files whose size, inode, mtime and ctime are unchanged", cli={"flag": "--rehash"})
+
+
+def _allow_missing_class_opt():
+    return _opt(False, "allow a class that val/test hold but train does not (recorded in the dataset identity)",
+                cli={"flag": "--allow-missing-class"})
+
+
+Duplicates = Literal["error", "warn", "drop"] | None
+
+
+def dataset_options(cfg) -> dict:
+    """The keyword arguments of ``create_dataset`` that a config sets."""
+    return {"seed": cfg.split_seed, "duplicates": cfg.duplicates, "rehash": cfg.rehash,
+            "allow_missing_class": cfg.allow_missing_class}
+
+
+def check_input_memory(batch_size: int, img_size: int, option: str = "--img-size") -> None:
+    """Refuse, before anything is allocated, an input batch that cannot fit this machine's memory.
+
+    The float32 batch alone is ``batch * 3 * size**2 * 4`` bytes and the loader keeps several in
+    flight (prefetch, transforms, the first activations): 8 batches are the floor of what a run needs.
+    """
+    need = 8 * batch_size * 3 * img_size * img_size * 4
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise MedfmError(f"{option} {img_size} with a batch of {batch_size} needs at least {need / 2**30:.0f} GiB of "
+                         f"memory for its input batches, more than this machine's {have / 2**30:.0f} GiB",
+                         f"lower {option} or --batch-size")
+
+
 class _BackboneDatasetConfig(_Config):
     """The keys that say which backbone runs on which dataset and split: one definition for extract and finetune.
 
@@ -110,12 +161,23 @@ class _BackboneDatasetConfig(_Config):
     weights: str | None = _opt(None, "PATH to a local checkpoint file or folder, 'random' (seeded random init), "
                                      "or omit for the official weights")
     data_root: str | None = _opt(None, "folder holding registry datasets [$MEDFM_DATA, ../shared/data]")
-    img_size: int | None = _opt(None, "input size [the backbone's default] (ViTs resample their position embedding)", ge=16)
+    img_size: int | None = _opt(None, "input size [the backbone's default] (ViTs resample their position embedding)", ge=16,
+                                le=MAX_IMG_SIZE)
     feature: str | None = _opt(None, "pooled feature kind: cls, mean, cls+mean, pooled, trunk "
                                      "[the backbone's (the studies') default; `medfm backbones --features`]")
-    split_seed: int = _opt(0, "seed of any split medfm makes")
+    split_seed: int = _split_seed_opt()
     grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeat (to RGB) or red (the stem's red-channel "
                                                     "filter only, as study 1's 1-channel stem)")
+    duplicates: Duplicates = _duplicates_opt()
+    rehash: bool = _rehash_opt()
+    allow_missing_class: bool = _allow_missing_class_opt()
+
+    @model_validator(mode="after")
+    def _input_fits_memory(self):
+        batch = getattr(self, "batch_size", 1)
+        if self.img_size is not None:
+            check_input_memory(batch if isinstance(batch, int) else 1, self.img_size)
+        return self
 
 
 class ExtractConfig(_BackboneDatasetConfig):
@@ -201,15 +263,19 @@ class PrepareConfig(_Config):
     SECTION: ClassVar[str] = "prepare"
     EXAMPLE: ClassVar[str] = "medfm prepare --dataset busi --size 256"
     dataset: str = _opt(help="dataset name (`medfm datasets`), CSV manifest or image folder")
-    size: int = _opt(256, "side of the stored RGB squares (shorter side -> size, centre crop), e.g. 224, 256, 518", ge=16)
+    size: int = _opt(256, "side of the stored RGB squares (shorter side -> size, centre crop), e.g. 224, 256, 518", ge=16,
+                     le=MAX_IMG_SIZE)
     data_root: str | None = _opt(None, "folder holding registry datasets [$MEDFM_DATA, ../shared/data]")
     out: str | None = _opt(None, "pixel cache path (.zarr) [$MEDFM_CACHE/<dataset>/pixels-<size>px-<fingerprint>.zarr]")
     workers: int | None = _opt(None, "decoding worker processes [auto: the CPU count, at most 8]", ge=0)
     chunk_rows: int | None = _opt(None, "rows per resumable chunk [auto: a power of two, <= ~8 MB]", ge=1)
     compress: Literal["none", "lz4", "zstd"] = _opt("none", "chunk codec: none reads fastest, zstd is smallest on disk")
-    split_seed: int = _opt(0, "seed of any split medfm makes")
+    split_seed: int = _split_seed_opt()
     skip_bad: bool = _opt(False, "skip rows whose file is missing/unreadable or label unknown", cli={"flag": "--skip-bad"})
     resume: bool = _opt(True, "continue an interrupted prepare")
+    duplicates: Duplicates = _duplicates_opt()
+    rehash: bool = _rehash_opt()
+    allow_missing_class: bool = _allow_missing_class_opt()
 
 
 class ProbeConfig(_Config):
@@ -256,9 +322,10 @@ class SweepConfig(_Config):
     seeds: list[int] = _opt([], "seeds, e.g. 0,1,2 [0]")
     weights: dict[str, str] = _opt({}, "BACKBONE=PATH|random (others: official weights)")
     data_root: str | None = _opt(None, "folder holding registry datasets [$MEDFM_DATA, ../shared/data]")
-    img_size: int | None = _opt(None, "input size for every backbone [each backbone's default]", ge=16)
+    img_size: int | None = _opt(None, "input size for every backbone [each backbone's default]", ge=16, le=MAX_IMG_SIZE)
     tokens: bool | None = _opt(None, "store patch tokens [auto: when a head needs them]")
     extract_batch_size: int = _opt(64, "images per forward pass when extracting", ge=1)
+    duplicates: Duplicates = _duplicates_opt()  # applied to every extract and fine-tune of the sweep
     device: str = _opt("auto", "auto, cpu, cuda")
     results: str | None = _opt(None, "results store [$MEDFM_RUNS/results.sqlite]")
     out: str | None = _opt(None, "folder of per-row run folders (probes and fine-tunes) [$MEDFM_RUNS/sweep/<preset>]")

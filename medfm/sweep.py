@@ -238,7 +238,7 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
     d, b = jobs[0].dataset, jobs[0].backbone
     ex = run_extract(ExtractConfig(backbone=b, dataset=d, weights=cfg.weights.get(b), data_root=cfg.data_root,
                                    img_size=grid["img_size"], tokens=tokens, batch_size=cfg.extract_batch_size,
-                                   device=cfg.device))
+                                   device=cfg.device, duplicates=cfg.duplicates))
     summary["caches"][f"{d}/{b}"] = str(ex.cache)
     cache = FeatureCache(ex.cache)
     for job in jobs:
@@ -261,7 +261,7 @@ def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], store: Results
         fcfg = FinetuneConfig(**{**grid["finetune"], "backbone": job.backbone, "dataset": job.dataset,
                                  "weights": cfg.weights.get(job.backbone), "data_root": cfg.data_root,
                                  "img_size": grid["img_size"], "head": job.head, "unfreeze": job.unfreeze,
-                                 "fraction": job.fraction, "seed": job.seed, "device": cfg.device,
+                                 "fraction": job.fraction, "seed": job.seed, "device": cfg.device, "duplicates": cfg.duplicates,
                                  "results": str(store.path), "resume": True, "overwrite": False})
         inputs = inputs or finetune_inputs(fcfg)
         key = finetune_run_key(fcfg, inputs)  # `out` is not part of the key

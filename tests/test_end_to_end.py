@@ -35,6 +35,8 @@ def test_demo_pretrained_backbones_beat_chance_on_pneumoniamnist(demo_records):
         assert rec["headline_metric"]["name"] == "roc_auc"
         assert rec["headline_metric"]["value"] >= 0.80, rec["headline_metric"]
         assert rec["headline_metric"]["value"] == rec["test"]["roc_auc"]
+        # PneumoniaMNIST's identical images are kept as published and counted in the record (--duplicates warn)
+        assert rec["duplicates"] == {"policy": "warn", "groups": 27, "across_splits": 8, "different_labels": 0}
 
 
 def test_demo_prints_a_results_table_and_reuses_its_caches(session_cli, demo_records, data_root, dinov2_s_weights):

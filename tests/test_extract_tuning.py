@@ -65,24 +65,33 @@ def test_batch_size_must_be_a_positive_number_or_auto(bad):
     assert ExtractConfig.load(None, {"backbone": "b", "dataset": "x", "batch_size": "32"}).batch_size == 32
 
 
-def test_auto_batch_size_resumes_with_the_stores_batch_size(tmp_path):
+def test_auto_batch_size_resumes_with_the_stores_batch_size(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
+    import medfm.data.manifest as manifest_module
     from medfm.cli import app
+    from medfm.data.images import ImageReadError
 
     manifest = tiny_manifest(tmp_path / "data", n_train=20, n_val=2, n_test=2)
     common = dict(backbone="efficientnet_lite0", dataset=str(manifest), weights="random", img_size=32, num_workers=0,
                   dtype="float32")
     reference = run_extract(ExtractConfig(**common, batch_size=4, chunk_rows=8, cache=str(tmp_path / "ref.zarr")))
 
-    bad = tmp_path / "data" / "train" / "017.png"  # row 17: chunk 2 of train (rows 16-19) fails, chunks 0-1 are done
-    good = bad.read_bytes()
-    bad.write_bytes(b"\0" * len(good))  # same size: the dataset's identity (and fingerprint) is unchanged
+    # row 17: chunk 2 of train (rows 16-19) fails, chunks 0-1 are done. The failure is a transient read error (a
+    # network file system's hiccup): changing the file's bytes would change the dataset's content identity instead
+    read = manifest_module.read_image
+
+    def flaky(path):
+        if path.name == "017.png":
+            raise ImageReadError(path, "I/O error (transient)", "retry")
+        return read(path)
+
+    monkeypatch.setattr(manifest_module, "read_image", flaky)
     target = tmp_path / "resumed.zarr"
     with pytest.raises(MedfmError, match="017.png"):
         run_extract(ExtractConfig(**common, batch_size=4, chunk_rows=8, cache=str(target)))
     assert zarr.open_group(str(target), mode="r")["train"]["done"][:].tolist() == [1, 1, 0]
-    bad.write_bytes(good)
+    monkeypatch.setattr(manifest_module, "read_image", read)
 
     # auto would pick 8 (the largest power of two dividing the store's 8-row chunks); resuming, it keeps 4
     args = ["extract", "--backbone", "efficientnet_lite0", "--dataset", str(manifest), "--weights", "random",

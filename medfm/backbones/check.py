@@ -7,10 +7,17 @@ import time
 import torch
 
 from medfm.backbones import create_backbone
+from medfm.errors import MedfmError
 
 
 def check_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
                    layers: int | None = None, device: str = "cpu") -> dict:
+    if img_size is not None:  # refused before building or allocating anything
+        from medfm.config import MAX_IMG_SIZE, check_input_memory
+
+        if not 16 <= img_size <= MAX_IMG_SIZE:
+            raise MedfmError(f"--img-size {img_size} is outside 16..{MAX_IMG_SIZE}", "give a size the backbone can take, e.g. 224")
+        check_input_memory(2, img_size)
     t0 = time.perf_counter()
     bb = create_backbone(name, weights, img_size, feature, device=device, layers=layers)
     built = time.perf_counter() - t0

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from medfm.data.base import SPLITS, Dataset, Split
+from medfm.data.duplicates import POLICIES, REGISTRY_DEFAULT, USER_DEFAULT, summary_note
 from medfm.data.manifest import build_dataset, folder_rows, read_csv_rows, read_manifest
 from medfm.data.medmnist import read_medmnist
 from medfm.data.splits import split_table
@@ -32,14 +33,15 @@ MEDMNIST_SIZE = re.compile(r"^(?P<base>[a-z]+mnist)_(?P<size>64|128|224)$")
 
 def _read_medmnist(ctx: LoadContext) -> Dataset:
     e = ctx.entry
-    return read_medmnist(ctx.path, e.name, e.task, list(e.classes), e.headline_metric)
+    return read_medmnist(ctx.path, e.name, e.task, list(e.classes), e.headline_metric, ctx.duplicates)
 
 
 def _read_manifest(ctx: LoadContext) -> Dataset:
     e = ctx.entry
     classes = list(e.classes) if e.classes else None
     ds = build_dataset(e.name, ctx.path.parent, read_csv_rows(ctx.path), ctx.path, classes, e.headline_metric, ctx.seed,
-                       skip_bad=ctx.skip_bad, check_images=ctx.check_images)
+                       skip_bad=ctx.skip_bad, check_images=ctx.check_images, duplicates=ctx.duplicates,
+                       rehash=ctx.rehash, allow_missing_class=ctx.allow_missing_class)
     ds.identity["file"] = ctx.path.name
     return ds
 
@@ -76,10 +78,10 @@ def resolve_protocol(entry: DatasetEntry, protocol: str | None, options: dict[st
         if key not in allowed:
             raise MedfmError(f"dataset {entry.name!r} has no option {key!r}",
                              f"options: {', '.join(allowed) or 'none'} (`medfm datasets` lists them)")
-        ok = value.lstrip("-").isdigit() if allowed[key] == ("<int>",) else value in allowed[key]
+        ok = value.isdigit() if allowed[key] == ("<int>",) else value in allowed[key]
         if not ok:
             raise MedfmError(f"dataset option {key}={value!r} is not allowed for {entry.name}",
-                             f"choose {'an integer' if allowed[key] == ('<int>',) else ' or '.join(allowed[key])}")
+                             f"choose {'a whole number >= 0' if allowed[key] == ('<int>',) else ' or '.join(allowed[key])}")
     return proto, {**dict(proto.options), **options}
 
 
@@ -96,14 +98,25 @@ def lookup_entry(name: str) -> DatasetEntry:
 
 
 def create_dataset(name_or_path: str, data_root: str | Path | None = None, seed: int = 0, metric: str | None = None,
-                   skip_bad: bool = False, check_images: bool | None = None) -> Dataset:
+                   skip_bad: bool = False, check_images: bool | None = None, *, duplicates: str | None = None,
+                   rehash: bool = False, allow_missing_class: bool = False) -> Dataset:
     """Read a dataset (registry name or path) with its splits; ``seed`` drives any split medfm makes.
 
     ``skip_bad`` drops rows whose file is missing/unreadable or whose label is unknown, listing each
     on the log and in ``Dataset.skipped``; without it the first such row is an error naming it.
+    ``duplicates`` is the policy for identical images under two names (``data/duplicates.py``;
+    None: ``error`` for a path, ``warn`` for a registry dataset, kept as published); ``rehash``
+    reads every image again for the content identity; ``allow_missing_class`` lets a class that
+    training does not see through (recorded in the identity).
     """
+    if seed < 0:
+        raise MedfmError(f"--split-seed {seed} is negative", "give a whole number >= 0")
+    if duplicates is not None and duplicates not in POLICIES:
+        raise MedfmError(f"--duplicates {duplicates!r} is not a policy", f"choose {', '.join(POLICIES)}")
+    checks = {"rehash": rehash, "allow_missing_class": allow_missing_class}
     if looks_like_path(name_or_path) or (Path(name_or_path).exists() and name_or_path not in DATASETS):
-        ds = _from_path(Path(name_or_path).expanduser(), seed, skip_bad, check_images)
+        checks["duplicates"] = duplicates or USER_DEFAULT
+        ds = _from_path(Path(name_or_path).expanduser(), seed, skip_bad, check_images, checks)
     else:
         name, protocol, options = parse_spec(name_or_path)
         entry = lookup_entry(name)
@@ -112,7 +125,8 @@ def create_dataset(name_or_path: str, data_root: str | Path | None = None, seed:
         if not path.exists() and entry.reader != "medmnist":
             raise MedfmError(f"{path} not found ({entry.description})",
                              "pass --data-root DIR holding the dataset as downloaded, or set MEDFM_DATA")
-        ds = READERS[entry.reader](LoadContext(entry, path, options, seed, skip_bad, check_images=check_images))
+        ds = READERS[entry.reader](LoadContext(entry, path, options, seed, skip_bad, check_images=check_images,
+                                               duplicates=duplicates or REGISTRY_DEFAULT, **checks))
         head = {"name": entry.name}
         if proto is not None:
             head.update(protocol=proto.name, options=options)
@@ -124,25 +138,29 @@ def create_dataset(name_or_path: str, data_root: str | Path | None = None, seed:
     ds.identity["split_sha256"] = hashlib.sha256(split_table(ds)).hexdigest()
     for line in ds.skipped:
         console.print(f"[yellow]skipped[/] {line}")
+    if ds.identity.get("duplicates"):
+        console.print(f"[yellow]duplicates[/] {ds.name}: {summary_note(ds.identity['duplicates'])}; "
+                      f"`medfm datasets inspect {name_or_path}` lists them")
     if metric:
         check_metric_for_task(metric, ds.task)
         ds.headline_metric = metric
     return ds
 
 
-def _from_manifest(name: str, manifest: Path, seed: int, skip_bad: bool, check_images: bool | None) -> Dataset:
+def _from_manifest(name: str, manifest: Path, seed: int, skip_bad: bool, check_images: bool | None, checks: dict) -> Dataset:
     rows, label_columns = read_manifest(manifest)
     return build_dataset(name, manifest.parent, rows, manifest, label_columns, seed=seed, skip_bad=skip_bad,
-                         task="multilabel" if label_columns else None, check_images=check_images)
+                         task="multilabel" if label_columns else None, check_images=check_images, **checks)
 
 
-def _from_path(path: Path, seed: int, skip_bad: bool = False, check_images: bool | None = None) -> Dataset:
+def _from_path(path: Path, seed: int, skip_bad: bool, check_images: bool | None, checks: dict) -> Dataset:
     if path.is_file() and path.suffix.lower() == ".csv":
-        ds = _from_manifest(path.parent.name, path, seed, skip_bad, check_images)
+        ds = _from_manifest(path.parent.name, path, seed, skip_bad, check_images, checks)
     elif path.is_dir() and (path / "labels.csv").is_file():
-        ds = _from_manifest(path.name, path / "labels.csv", seed, skip_bad, check_images)
+        ds = _from_manifest(path.name, path / "labels.csv", seed, skip_bad, check_images, checks)
     elif path.is_dir():
-        ds = build_dataset(path.name, path, folder_rows(path), None, seed=seed, skip_bad=skip_bad, check_images=check_images)
+        ds = build_dataset(path.name, path, folder_rows(path), None, seed=seed, skip_bad=skip_bad, check_images=check_images,
+                           **checks)
     else:
         raise MedfmError(
             f"dataset path {path} does not exist" if not path.exists() else f"{path} is neither a CSV manifest nor a folder",

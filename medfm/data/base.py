@@ -51,6 +51,7 @@ class Dataset:
     notes: list[str] = field(default_factory=list)  # e.g. how a missing split was made
     source: str = ""  # where it was read from (provenance only, not part of the identity)
     skipped: list[str] = field(default_factory=list)  # rows dropped by --skip-bad, each "file (row): why"
+    duplicates: list = field(default_factory=list)  # DuplicateGroup: identical images under two names (data/duplicates.py)
 
     @property
     def num_classes(self) -> int:

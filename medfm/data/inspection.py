@@ -2,7 +2,9 @@
 
 Reads the dataset the way ``extract`` will (same protocol, same split), but collects every problem
 instead of stopping at the first: missing files and unknown labels (rows that ``--skip-bad`` would
-drop) and images that do not decode. Every image is decoded once, which also gives its size/mode.
+drop), images that do not decode, classes that training does not see, and every group of identical
+images under two names (``data/duplicates.py``: listed, whatever the run's ``--duplicates`` policy
+would do with them). Every image is decoded once, which also gives its size/mode.
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ from medfm.ui import console, progress
 
 
 def inspect_dataset(name_or_path: str, data_root: str | Path | None = None, seed: int = 0, decode: bool = True) -> dict:
-    ds = create_dataset(name_or_path, data_root, seed=seed, skip_bad=True, check_images=False)
+    ds = create_dataset(name_or_path, data_root, seed=seed, skip_bad=True, check_images=False, duplicates="warn",
+                        allow_missing_class=True)
     problems = list(ds.skipped)
+    missing = ds.identity.get("allow_missing_class")
+    if missing:
+        problems.append(f"class(es) {', '.join(missing)} have no training images but appear in val/test "
+                        "(extract stops unless --allow-missing-class)")
     sizes: Counter[str] = Counter()
     if decode:
         total = sum(len(s) for s in ds.splits.values())
@@ -58,10 +65,13 @@ def inspect_dataset(name_or_path: str, data_root: str | Path | None = None, seed
         "image_sizes": dict(sizes.most_common()),
         "split_sha256": ds.identity.get("split_sha256"),
         "problems": problems,
+        "duplicates": [{"kind": g.kind(), "copies": [{"split": c.split, "label": c.label, "where": c.where} for c in g.copies]}
+                       for g in ds.duplicates],
     }
 
 
 def print_report(report: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from medfm.ui import stdout_console
@@ -85,6 +95,14 @@ def print_report(report: dict) -> None:
     if sizes:
         shown = ", ".join(f"{k} x{v}" for k, v in list(sizes.items())[:5])
         out.print(f"image sizes: {shown}{' ...' if len(sizes) > 5 else ''}")
+    groups = report["duplicates"]
+    if groups:
+        across = sum("across splits" in g["kind"] for g in groups)
+        labels = sum("different labels" in g["kind"] for g in groups)
+        out.print(f"[yellow]{len(groups)} group(s) of identical images[/] ({across} across splits, {labels} with "
+                  "different labels; --duplicates error|warn|drop decides):")
+        for g in groups:
+            out.print(escape(f"  - {g['kind']}: " + " = ".join(f"{c['where']} ({c['split']}, {c['label']})" for c in g["copies"])))
     if report["problems"]:
         out.print(f"[red]{len(report['problems'])} problem(s):[/]")
         for p in report["problems"]:

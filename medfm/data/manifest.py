@@ -9,12 +9,15 @@ every cache (and every probe of it) sees the same split.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medfm.data.base import SPLITS, Dataset, Split
+from medfm.data.content import ALGORITHM, hash_files
+from medfm.data.duplicates import USER_DEFAULT, find_groups, resolve
 from medfm.data.images import is_image_file, read_image
 from medfm.data.splits import partition
 from medfm.data.tables import open_csv
@@ -146,12 +149,20 @@ def build_dataset(
     images=FileImages,
     skip_bad: bool = False,
     check_images: bool | None = None,
+    duplicates: str = USER_DEFAULT,
+    rehash: bool = False,
+    allow_missing_class: bool = False,
 ) -> Dataset:
     """Validate rows (files exist, labels known, no empty class), split them, and make the Dataset.
 
     Every problem names the file and row. With ``skip_bad`` a bad row (file missing, label unknown,
     image unreadable: every image is decoded once to find out) is dropped instead, and listed in
     ``Dataset.skipped`` and on the log; nothing is ever dropped silently.
+
+    The identity covers every image's bytes (``content.hash_files``; ``rehash`` reads them all
+    again). Identical images under two names are a duplicate group, handled by the ``duplicates``
+    policy (``duplicates.py``); a path listed twice is an error under ``error``. A class that
+    training does not see is an error unless ``allow_missing_class`` (then part of the identity).
     """
     plan = plan or SplitPlan(seed=seed)
     multilabel = task == "multilabel" or rows[0].targets is not None
@@ -177,9 +188,7 @@ def build_dataset(
             raise MedfmError(f"{manifest or root}: a multilabel dataset needs its label names", "add a header row")
     else:
         if classes is None:
-            found = {r.label for r in rows}
-            numeric = all(lab.lstrip("-").isdigit() for lab in found)
-            classes = sorted(found, key=int) if numeric else sorted(found)
+            classes = _infer_classes(rows, manifest, root)
         index = {c: i for i, c in enumerate(classes)}
         for r in rows:
             if r.label not in index:
@@ -202,22 +211,114 @@ def build_dataset(
                          "add images or drop the class (a class no sample has cannot be learned or scored)")
 
     parts, policy = _split(rows, labels, plan, manifest or root)
+    content, groups, decided = _screen_duplicates(rows, labels, parts, classes, multilabel, root, manifest, images,
+                                                  duplicates, rehash)
+    missing_in_train = _check_classes_seen_in_train(parts, labels, classes, multilabel, manifest or root, allow_missing_class)
     splits = {
         s: Split([_row_id(rows[i]) for i in idx], labels[idx], images(root, [rows[i] for i in idx], manifest))
         for s, idx in parts.items()
     }
     digest = hashlib.sha256()
-    for r, lab in zip(rows, labels):
-        size = (root / r.path).stat().st_size if (root / r.path).is_file() else 0
+    for r, lab, body in zip(rows, labels, content):
         lab_txt = ",".join(map(str, lab)) if multilabel else lab
         extra = f"\t{r.group}\t{r.frame}" if (r.group is not None or r.frame is not None) else ""
-        digest.update(f"{r.path}\t{lab_txt}\t{r.split}\t{size}{extra}\n".encode())
-    identity = {"reader": "manifest" if manifest else "folder", "rows_sha256": digest.hexdigest(), "split": policy}
+        digest.update(f"{r.path}\t{lab_txt}\t{r.split}\t{body}{extra}\n".encode())
+    identity = {"reader": "manifest" if manifest else "folder", "rows_sha256": digest.hexdigest(), "content": ALGORITHM,
+                "split": policy}
+    if decided.summary:
+        identity["duplicates"] = decided.summary
+    if missing_in_train:
+        identity["allow_missing_class"] = missing_in_train
     task = "multilabel" if multilabel else ("binary" if len(classes) == 2 else "multiclass")
     notes = [policy["description"]] + ([f"skipped {len(skipped)} bad row(s) (--skip-bad)"] if skipped else [])
+    notes += [decided.note] if decided.note else []
     ds = Dataset(name, task, list(classes), headline_metric, splits, identity, notes)
     ds.skipped = skipped
+    ds.duplicates = groups
     return ds
+
+
+def _screen_duplicates(rows: list[Row], labels: np.ndarray, parts: dict[str, np.ndarray], classes: list[str],
+                       multilabel: bool, root: Path, manifest: Path | None, images, policy: str, rehash: bool):
+    """Content digests of the rows, their duplicate groups, and the policy's decision (drops applied to ``parts``)."""
+    if policy == "error":
+        _refuse_repeated_paths(rows, manifest, root)
+    content = _content_digests(rows, root, manifest, images, rehash)
+    label_text = [",".join(map(str, lab)) if multilabel else classes[lab] for lab in labels]
+    groups = find_groups({s: [content[i] for i in idx] for s, idx in parts.items()},
+                         {s: [label_text[i] for i in idx] for s, idx in parts.items()},
+                         lambda s, k: _short_where(rows[parts[s][k]], manifest))
+    decided = resolve(groups, policy, str(manifest or root))
+    for s, gone in decided.drop.items():
+        parts[s] = np.delete(parts[s], sorted(gone))
+    return content, groups, decided
+
+
+def _check_classes_seen_in_train(parts: dict[str, np.ndarray], labels: np.ndarray, classes: list[str], multilabel: bool,
+                                 source: Path, allow: bool) -> list[str]:
+    """Refuse a class that val/test hold but train does not (unless ``allow``); return such classes."""
+    unseen = _missing_in_train(parts, labels, classes, multilabel)
+    if unseen and not allow:
+        raise MedfmError(f"{source}: class(es) {', '.join(unseen)} have no training images but appear in "
+                         + "; ".join(f"{c}: {'/'.join(where_seen)}" for c, where_seen in unseen.items()),
+                         "add training images of the class, or pass --allow-missing-class to score it anyway")
+    return list(unseen)
+
+
+def _short_where(r: Row, manifest: Path | None) -> str:
+    src = r.source or manifest
+    return f"{r.path} ({src.name} line {r.line})" if src else r.path
+
+
+def _refuse_repeated_paths(rows: list[Row], manifest: Path | None, root: Path) -> None:
+    """The same file (and slice) listed twice is an error naming both rows."""
+    seen: dict[tuple[str, int | None], Row] = {}
+    for r in rows:
+        key = (os.path.normpath(r.path), r.frame)
+        if key in seen:
+            first = seen[key]
+            raise MedfmError(f"{root / r.path} is listed twice: {where(first, manifest, root)} and {where(r, manifest, root)}",
+                             "delete one of the rows (one image must not be counted twice, nor sit in two splits)")
+        seen[key] = r
+
+
+def _infer_classes(rows: list[Row], manifest: Path | None, root: Path) -> list[str]:
+    """Class names from the labels: all integers (sorted numerically) or all names; a mix is an error."""
+    numeric = [r for r in rows if r.label.lstrip("-").isdigit()]
+    if numeric and len(numeric) < len(rows):
+        text = next(r for r in rows if not r.label.lstrip("-").isdigit())
+        raise MedfmError(f"{manifest or root}: labels mix numbers and names ({numeric[0].label!r} at "
+                         f"{where(numeric[0], manifest, root)}, {text.label!r} at {where(text, manifest, root)})",
+                         "write every label the same way (all class names, or all class numbers)")
+    found = {r.label for r in rows}
+    return sorted(found, key=int) if numeric else sorted(found)
+
+
+def _content_digests(rows: list[Row], root: Path, manifest: Path | None, images, rehash: bool) -> list[str]:
+    """One digest per row: its file's sha256 (a multi-file row, e.g. a slice of several volumes: of them all, and the slice)."""
+    source = images(root, rows, manifest)
+    files = [[str(Path(p).relative_to(root)) for p in source.files(i)] if hasattr(source, "files") else [r.path]
+             for i, r in enumerate(rows)]
+    digests = hash_files(root, [f for fs in files for f in fs], rehash)
+    out = []
+    for r, fs in zip(rows, files):
+        if len(fs) == 1 and r.frame is None:
+            out.append(digests[fs[0]])
+        else:
+            out.append(hashlib.sha256(f"{'+'.join(digests[f] for f in fs)}#{r.frame}".encode()).hexdigest())
+    return out
+
+
+def _missing_in_train(parts: dict[str, np.ndarray], labels: np.ndarray, classes: list[str], multilabel: bool) -> dict[str, list[str]]:
+    """Classes with no training sample (multilabel: no positive) that val or test holds -> those splits."""
+    def present(idx: np.ndarray) -> np.ndarray:
+        if multilabel:
+            return (labels[idx] == 1).any(axis=0) if len(idx) else np.zeros(len(classes), bool)
+        return np.bincount(labels[idx], minlength=len(classes)) > 0
+
+    train, val, test = present(parts["train"]), present(parts["val"]), present(parts["test"])
+    return {c: [s for s, on in (("val", v), ("test", t)) if on]
+            for c, tr, v, t in zip(classes, train, val, test) if (v or t) and not tr}
 
 
 def _row_id(r: Row) -> str:

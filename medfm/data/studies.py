@@ -33,6 +33,9 @@ class LoadContext:
     skip_bad: bool = False
     notes: list[str] = field(default_factory=list)
     check_images: bool | None = None  # decode every image up front (default: when skip_bad)
+    duplicates: str = "warn"  # policy for identical images under two names (data/duplicates.py)
+    rehash: bool = False  # read every image again instead of trusting the content-hash sidecar
+    allow_missing_class: bool = False  # a class training does not see is allowed (and recorded in the identity)
 
     def plan(self, fractions: dict[str, float] | None = None, stratified: bool = True, val_fraction: float = 0.15) -> SplitPlan:
         seed = int(self.options["seed"]) if self.options.get("seed") else self.seed
@@ -45,7 +48,8 @@ class LoadContext:
         classes = classes if classes is not None else (list(e.classes) if e.classes else None)
         ds = build_dataset(e.name, root, rows, manifest, classes, e.headline_metric, plan.seed, task=task or None,
                            plan=plan, images=images, skip_bad=self.skip_bad,
-                           check_images=self.check_images)
+                           check_images=self.check_images, duplicates=self.duplicates, rehash=self.rehash,
+                           allow_missing_class=self.allow_missing_class)
         ds.notes = self.notes + ds.notes
         return ds
 

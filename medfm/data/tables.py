@@ -1,13 +1,16 @@
 """Opening the CSV files medfm reads (manifests, the studies' official tables) in one way.
 
-One place for what every CSV reader needs: a UTF-8 BOM is dropped, column names are matched with
+One place for what every CSV reader needs: UTF-8 with or without a BOM is read (any other encoding
+is one line saying so, never a ``UnicodeDecodeError``), column names are matched with
 whitespace and case ignored, a missing column is reported with the header as found, and each row
 carries the line it starts on (a quoted field may hold a newline), so every error names file and row.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,5 +48,17 @@ def open_csv(path: Path, not_found: str, fix: str) -> Iterator[CsvTable]:
     """The CSV at ``path`` as a ``CsvTable``; ``MedfmError(not_found, fix)`` when there is no such file."""
     if not path.is_file():
         raise MedfmError(not_found, fix)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        yield CsvTable(path, csv.DictReader(f))
+    text = decode_utf8(path.read_bytes(), path)
+    yield CsvTable(path, csv.DictReader(io.StringIO(text, newline="")))
+
+
+def decode_utf8(data: bytes, path: Path) -> str:
+    """The text of a UTF-8 file (a BOM dropped); another encoding is an error saying which it looks like."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (len(data) > 1 and b"\0" in data[:2]):
+        raise MedfmError(f"{path} is UTF-16 text, not UTF-8", "save the CSV as UTF-8 (e.g. Excel: 'CSV UTF-8')")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise MedfmError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}; Latin-1 or "
+                         "Windows-1252?)", "save the CSV as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None

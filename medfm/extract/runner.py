@@ -19,7 +19,7 @@ from medfm.backbones import BackboneSpec, check_grey_mode, resolve_backbone
 from medfm.cache.fingerprint import fingerprint
 from medfm.cache.store import (FORMAT, FORMAT_VERSION, BackgroundWriter, SplitLayout, ZarrCacheWriter, check_matches,
                                export_h5, is_h5, read_meta, working_path)
-from medfm.config import ExtractConfig
+from medfm.config import ExtractConfig, dataset_options
 from medfm.data import Dataset, create_dataset
 from medfm.data.splits import split_file_path, write_split_file
 from medfm.distributed import Dist, setup
@@ -91,7 +91,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 
 def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float) -> ExtractResult:
     say = console.print if d.is_main else (lambda *args, **kwargs: None)
-    dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, skip_bad=cfg.skip_bad)
+    dataset = create_dataset(cfg.dataset, cfg.data_root, skip_bad=cfg.skip_bad, **dataset_options(cfg))
     spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers, cfg.grey)
     check_grey_mode(cfg.grey, dataset)
     use = cfg.pixels if (cfg.pixels or reproducible(spec.data_config)) else "none"  # auto: only where it is exact in geometry

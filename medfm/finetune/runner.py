@@ -23,7 +23,7 @@ from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
 from medfm.finetune import checkpoint as ckpt
-from medfm.config import FinetuneConfig
+from medfm.config import FinetuneConfig, dataset_options
 from medfm.finetune.data import SeededImages, eval_loader, policy_for, train_loader, train_transform
 from medfm.distributed import Dist, setup
 from medfm.finetune.distributed import load_model_state, load_optimizer_state, model_state, optimizer_state, unwrap, wrap
@@ -43,7 +43,7 @@ NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers"
 
 def finetune_inputs(cfg: FinetuneConfig):
     """The dataset and resolved backbone spec a fine-tune reads (no model built, nothing trained)."""
-    dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, metric=cfg.metric)
+    dataset = create_dataset(cfg.dataset, cfg.data_root, metric=cfg.metric, **dataset_options(cfg))
     check_grey_mode(cfg.grey, dataset)
     return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey)
 
@@ -242,6 +242,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "n": {"train": int(len(train_idx)), "val": len(dataset.splits["val"]), "test": len(dataset.splits["test"])},
         "train_rows_sha256": rows_sha256(train_idx),
         "val_policy": "; ".join(dataset.notes) or "val split from the dataset",
+        "duplicates": dataset.identity.get("duplicates"),  # identical-image groups kept (warn) or dropped
         "cache": None,
         "cache_fingerprint": None,
         "world_size": d.world,

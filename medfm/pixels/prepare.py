@@ -24,7 +24,7 @@ from medfm import __version__
 from medfm.backbones import GREY_TO_RGB, to_rgb
 from medfm.cache.fingerprint import fingerprint
 from medfm.cache.store import SplitLayout, ZarrCacheWriter, check_matches, read_meta
-from medfm.config import PrepareConfig
+from medfm.config import PrepareConfig, dataset_options
 from medfm.data import Dataset, create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import make_loader
@@ -126,7 +126,7 @@ def pixel_chunk_rows(size: int) -> int:
 
 def run_prepare(cfg: PrepareConfig) -> PrepareResult:
     start = time.perf_counter()
-    dataset = create_dataset(cfg.dataset, cfg.data_root, seed=cfg.split_seed, skip_bad=cfg.skip_bad)
+    dataset = create_dataset(cfg.dataset, cfg.data_root, skip_bad=cfg.skip_bad, **dataset_options(cfg))
     inputs = pixel_inputs(dataset, cfg.size)
     digest = fingerprint(inputs)
     path = Path(cfg.out) if cfg.out else default_pixel_path(dataset, cfg.size, digest)

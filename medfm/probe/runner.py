@@ -126,6 +126,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
         "n": {"train": int(len(y_tr)), "val": int(len(y_va)), "test": int(len(y_te))},
         "train_rows_sha256": rows_sha256(rows["train"][1]),
         "val_policy": val_policy,
+        "duplicates": cache.meta.get("fingerprint_inputs", {}).get("dataset", {}).get("duplicates"),  # groups kept or dropped
         "cache": str(cache.path),
         "cache_fingerprint": cache.meta["fingerprint"],
         "out": str(out),

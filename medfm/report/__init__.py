@@ -87,6 +87,8 @@ def run_report(cfg: ReportConfig) -> dict:
           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(_row(g)) + " |" for g in board]
     md += ["", "Backbone ranking (mean rank over datasets): " + ", ".join(f"{b} {r:.2f}" for b, r in ranks.items()), ""]
+    dup_notes = duplicate_notes(records)
+    md += [f"Duplicates in the data: {n}" for n in dup_notes] + ([""] if dup_notes else [])
     (out / "leaderboard.md").write_text("\n".join(md) + "\n")
 
     with open(out / "results.csv", "w", newline="") as f:
@@ -97,7 +99,7 @@ def run_report(cfg: ReportConfig) -> dict:
             w.writerow([g.kind, g.dataset, g.backbone, g.head, g.fraction, g.metric, len(g.rows),
                         " ".join(map(str, g.seeds)), g.mean, g.std, g.ci[0] if g.ci else "", g.ci[1] if g.ci else ""])
 
-    (out / "report.html").write_text(_html(board, groups, figs, ranks, store.path, len(records)))
+    (out / "report.html").write_text(_html(board, groups, figs, ranks, store.path, len(records), dup_notes))
     result = {"out": str(out), "html": str(out / "report.html"), "markdown": str(out / "leaderboard.md"),
               "csv": str(out / "results.csv"), "figures": [str(p) for p in paths], "rows": len(records),
               "groups": len(groups)}
@@ -105,7 +107,18 @@ def run_report(cfg: ReportConfig) -> dict:
     return result
 
 
-def _html(board, groups, figs, ranks, store_path, n_rows) -> str:
+def duplicate_notes(records: list[dict]) -> list[str]:
+    """One line per dataset whose rows recorded identical-image groups (``--duplicates`` warn or drop)."""
+    from medfm.data.duplicates import summary_note
+
+    seen = {}
+    for r in records:
+        if r.get("duplicates"):
+            seen.setdefault(r["dataset"], summary_note(r["duplicates"]))
+    return [f"{ds}: {note}" for ds, note in sorted(seen.items())]
+
+
+def _html(board, groups, figs, ranks, store_path, n_rows, dup_notes=()) -> str:
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in _row(g)) + "</tr>" for g in board)
@@ -125,6 +138,7 @@ figure{{display:inline-block;margin:1em;vertical-align:top}}figcaption{{font-siz
 Headline metric on test at the largest label budget: mean ± std over seeds [bootstrap 95 % CI over test rows].</p>
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <p>Backbone ranking (mean rank over datasets): {rank_txt}</p>
+{"".join(f"<p>Duplicates in the data: {e(n)}</p>" for n in dup_notes)}
 <h2>Figures</h2>{imgs}
 </body></html>
 """
