@@ -39,7 +39,7 @@ CONFIG_PARAMS = {"config": (ConfigOpt, None), "as_json": (JsonOpt, False)}  # CL
 
 
 from medfm.config import (  # noqa: E402 (pydantic only: `medfm --help` does not import torch)
-    ExtractConfig, FinetuneConfig, PrepareConfig, ProbeConfig, ReportConfig, SweepConfig)
+    BACKBONES_FILE_HELP, ExtractConfig, FinetuneConfig, PrepareConfig, ProbeConfig, ReportConfig, SweepConfig)
 
 
 @config_command(app, ExtractConfig, extra=CONFIG_PARAMS)
@@ -189,18 +189,19 @@ def backbones(
     img_size: Annotated[Optional[int], typer.Option(help="with --check: input size")] = None,
     feature: Annotated[Optional[str], typer.Option(help="with --check: feature kind")] = None,
     layers: Annotated[Optional[int], typer.Option(help="with --check: last k blocks")] = None,
+    backbones_file: Annotated[Optional[str], typer.Option(help=BACKBONES_FILE_HELP)] = None,
     as_json: JsonOpt = False,
 ):
-    """List the registered backbones (and whether their weights are here), or --check one."""
+    """List the registered backbones (built-in and your own, and whether their weights are here), or --check one."""
     from rich.table import Table
 
-    from medfm.backbones.table import backbone_rows, markdown_table, weights_present
+    from medfm.backbones.table import backbone_rows, markdown_table, user_backbone_rows, weights_present
     from medfm.ui import stdout_console
 
     if check:
         from medfm.backbones.check import check_backbone
 
-        record = check_backbone(check, weights, img_size, feature, layers)
+        record = check_backbone(check, weights, img_size, feature, layers, backbones_file=backbones_file)
         if as_json:
             _emit(record, True)
         else:
@@ -225,15 +226,25 @@ def backbones(
         typer.echo(markdown_table())
         return
     header, rows = backbone_rows()
+    user_header, user = user_backbone_rows(backbones_file)
     if as_json:
-        _emit({"backbones": [dict(zip(header, r), weights_local=weights_present(r[0])) for r in rows]}, True)
+        _emit({"backbones": [dict(zip(header, r), weights_local=weights_present(r[0])) for r in rows],
+               "user_backbones": [dict(zip(user_header, r)) for r in user]}, True)
         return
-    t = Table(title=f"{len(rows)} backbones")
+    t = Table(title=f"{len(rows)} backbones (any other library model: timm:<model>[.<tag>], open_clip:<model>/<tag>, "
+                    "open_clip:hf-hub:<org>/<repo>, hf:<org>/<repo>)")
     for col in (*header, "weights here"):
         t.add_column(col, no_wrap=col == "name", overflow="fold")
     for row in rows:
         t.add_row(*row, weights_present(row[0]))
     stdout_console().print(t)
+    if user:
+        u = Table(title=f"{len(user)} backbones of your own")
+        for col in user_header:
+            u.add_column(col, no_wrap=col == "name", overflow="fold")
+        for row in user:
+            u.add_row(*row)
+        stdout_console().print(u)
 
 
 datasets_app = typer.Typer(help="List the registered datasets; `medfm datasets inspect` checks one.", invoke_without_command=True)

@@ -11,6 +11,7 @@ A name is, in this order:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -59,3 +60,8 @@ def is_backbone(name: str, backbones_file: str | None = None) -> bool:
         return True
     except MedfmError:
         return False
+
+
+def folder_name(name: str) -> str:
+    """A backbone name as one path component: ``hf:facebook/dinov2-small`` -> ``hf-facebook-dinov2-small``."""
+    return re.sub(r"[^\w.+-]+", "-", name).strip("-")

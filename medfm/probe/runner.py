@@ -160,7 +160,9 @@ def _run_dir(cfg: ProbeConfig, dataset: str, backbone: str) -> Path:
             raise MedfmError(f"{out / 'results.json'} already exists", "pass another --out, or --overwrite to replace it")
         return out
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = runs_root() / "probe" / f"{dataset}-{backbone}-{cfg.head}-{stamp}"
+    from medfm.backbones.names import folder_name
+
+    base = runs_root() / "probe" / f"{dataset}-{folder_name(backbone)}-{cfg.head}-{stamp}"
     out, k = base, 1
     while out.exists():  # two runs in the same second get distinct folders
         out, k = base.with_name(f"{base.name}-{k}"), k + 1
