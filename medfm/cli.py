@@ -70,11 +70,27 @@ def prepare(settings: dict, config: str | None, as_json: bool):
 
 @config_command(app, ProbeConfig, extra=CONFIG_PARAMS)
 def probe(settings: dict, config: str | None, as_json: bool):
-    """Train a head on a feature cache (hyper-parameters chosen on val) and report test metrics."""
+    """Train a head on a feature cache (hyper-parameters chosen on val) and report test metrics.
+
+    Without --cache: every finished cache under $MEDFM_CACHE (or those of --dataset / --backbone) whose probe
+    with these options is not in the results store yet."""
     from medfm.probe import run_probe
     from medfm.report_table import results_table
 
-    record = run_probe(ProbeConfig.load(config, settings))
+    cfg = ProbeConfig.load(config, settings)
+    if cfg.cache is None:
+        from medfm.probe.every_cache import probe_every_cache
+
+        summary = probe_every_cache(cfg)
+        if as_json:
+            _emit(summary, True)
+        else:
+            typer.echo(f"probed {len(summary['probed'])} cache(s), {len(summary['already_stored'])} already in "
+                       f"{summary['results']}")
+        return
+    if cfg.dataset or cfg.backbone:
+        raise MedfmError("--dataset / --backbone pick caches when --cache is not given", "give one or the other")
+    record = run_probe(cfg)
     _emit(record, as_json, results_table(record))
     if not as_json:
         typer.echo(f"results: {record['out']}/results.json")
@@ -262,17 +278,21 @@ def datasets(
     from rich.table import Table
 
     from medfm.data import DATASETS
+    from medfm.data.zoo import known_class_count
     from medfm.paths import find_data_root
     from medfm.ui import stdout_console
 
     root = find_data_root(data_root)
-    t = Table(title=f"{len(DATASETS)} datasets (data root: {root or 'not set'})")
+    t = Table(title=f"{len(DATASETS)} datasets (data root: {root or 'not set'}; short names in brackets)")
     for col in ("name", "task", "classes", "headline", "modality", "licence", "protocols", "present"):
         t.add_column(col)
     for name, e in DATASETS.items():
         present = "yes" if root and (root / e.location).exists() else "no"
         protocols = ", ".join(p.name for p in e.protocols)
-        t.add_row(name, e.task, str(len(e.classes or ())), e.headline_metric, e.modality, e.licence, protocols, present)
+        shown = f"{name} ({', '.join(DATASETS.aliases_of(name))})" if DATASETS.aliases_of(name) else name
+        classes = known_class_count(e)
+        t.add_row(shown, e.task, str(classes) if classes else "from labels", e.headline_metric, e.modality, e.licence,
+                  protocols, present)
     stdout_console().print(t)
 
 

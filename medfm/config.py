@@ -286,7 +286,10 @@ class PrepareConfig(_Config):
 class ProbeConfig(_Config):
     SECTION: ClassVar[str] = "probe"
     EXAMPLE: ClassVar[str] = "medfm probe --cache medfm-cache/busi/dinov2_vits14-cls-224px-<fp>.zarr --head linear"
-    cache: str = _opt(help="feature cache made by `medfm extract`")
+    cache: str | None = _opt(None, "feature cache made by `medfm extract` [every finished cache under $MEDFM_CACHE "
+                                   "whose probe with these options is not in the results store yet]")
+    dataset: str | None = _opt(None, "without --cache: only caches of this dataset (name or short name)")
+    backbone: str | None = _opt(None, "without --cache: only caches of this backbone")
     head: str = _opt("linear", f"head: {heads_help('probe')} (`medfm heads`)")
     metric: str | None = _opt(None, "metric that chooses hyper-parameters [the dataset's headline metric]")
     out: str | None = _opt(None, "run folder for config.json + results.json [$MEDFM_RUNS/probe/...]")
