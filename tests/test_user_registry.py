@@ -92,10 +92,3 @@ def test_user_entries_list_with_their_origin_and_never_shadow_builtins(tmp_path,
     finally:
         _entry_point_entries.cache_clear()
 
-
-def test_cli_clash_is_one_line(cli, tmp_path):
-    bad = tmp_path / "clash.yaml"
-    bad.write_text("backbones:\n  - {name: resnet50, loader: timm, model_id: resnet50.a1_in1k, arch: cnn}\n")
-    line = cli.error("backbones", "--backbones-file", bad)
-    assert line == (f"medfm: error: backbone 'resnet50' in {bad} clashes with the built-in backbone of that name — "
-                    f"rename it in {bad}")

@@ -27,12 +27,15 @@ OPEN_NAME_FORMS = "timm:<model>[.<tag>], open_clip:<model>/<tag>, open_clip:hf-h
 
 
 def find_backbone(name: str, backbones_file: str | None = None) -> BackboneEntry:
-    """The registry entry of ``name``: built-in, the user's own, or made from an open name."""
-    if name in BACKBONES:
-        return BACKBONES.get(name)
+    """The registry entry of ``name``: built-in, the user's own, or made from an open name.
+
+    The user's registry is read first (cached per file version), so a user entry that clashes with a
+    built-in name is an error even when the built-in name is the one asked for."""
     from medfm.backbones.user_registry import user_backbones
 
     users = user_backbones(backbones_file)
+    if name in BACKBONES:
+        return BACKBONES.get(name)
     if name in users:
         return users[name].entry
     scheme, sep, rest = name.partition(":")
