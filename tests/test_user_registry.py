@@ -4,6 +4,7 @@ import textwrap
 
 import pytest
 
+from medfm.backbones import resolve_backbone
 from medfm.backbones.table import user_backbone_rows
 from medfm.backbones.user_registry import _entry_point_entries, user_backbones
 from medfm.errors import MedfmError
@@ -69,6 +70,8 @@ def test_user_entries_list_with_their_origin_and_never_shadow_builtins(tmp_path,
     toml.write_text('[[backbones]]\nname = "dinov2_vits14"\nloader = "timm"\nmodel_id = "x"\narch = "vit"\n')
     with pytest.raises(MedfmError, match=f"'dinov2_vits14' in {toml} clashes with the built-in backbone"):
         user_backbones(str(toml))
+    with pytest.raises(MedfmError, match="clashes with the built-in backbone"):  # even when the built-in is asked for
+        resolve_backbone("dinov2_vits14", weights="random", backbones_file=str(toml))
     toml.write_text('[backbones.mine]\nloader = "timm"\nmodel_id = "x"\narch = "vit"\nlicense = "MIT"\n')
     with pytest.raises(MedfmError, match="unknown keys license — use the keys of a built-in entry"):
         user_backbones(str(toml))
