@@ -14,6 +14,7 @@ identity. Building then goes through the library's loader exactly as for a built
 from __future__ import annotations
 
 import hashlib
+import inspect
 
 import torch
 from torch import nn
@@ -84,12 +85,16 @@ def timm_entry(rest: str, name: str) -> BackboneEntry:
     model_id = _timm_model_id(rest, name)
     with torch.device("meta"):
         net = timm.create_model(model_id, pretrained=False, num_classes=0)
-    vit = hasattr(net, "patch_embed")
+    tokens = hasattr(net, "patch_embed")  # a token model (ViT, Swin, ...): blocks output [B, L, D] or NHWC maps
+    # 'vit' = takes --img-size at build time (position tables resampled); token models without that stay fixed-size
+    vit = tokens and "img_size" in inspect.signature(type(net).__init__).parameters
     patch = getattr(getattr(net, "patch_embed", None), "patch_size", (1,))
+    if isinstance(patch, int):
+        patch = (patch,)
     pool = getattr(net, "global_pool", None)
     has_cls = int(getattr(net, "num_prefix_tokens", 0) or 0) > 0 and getattr(net, "cls_token", None) is not None
     feature = "cls" if has_cls and pool == "token" else "mean"
-    layout = "nhwc" if getattr(net, "output_fmt", "") == "NHWC" else None
+    layout = "nhwc" if getattr(net, "output_fmt", "") == "NHWC" else ("nld" if tokens else None)
     return BackboneEntry(
         name=name, family="timm", loader="timm", model_id=model_id, arch="vit" if vit else "cnn", feature=feature,
         dim=int(net.num_features), size_multiple=int(patch[0]) if vit else 1, blocks=block_spec(net), block_layout=layout,
