@@ -1,6 +1,7 @@
 """The design card's commands work as typed: short dataset names, bare `medfm probe`, real class counts."""
 
 import pytest
+from subsets import few_rows
 
 from medfm.data import DATASETS, create_dataset
 from medfm.data.zoo import known_class_count
@@ -26,14 +27,15 @@ def test_bare_probe_probes_every_cache_not_yet_stored(pneu_subset, mobilenet_wei
 
     monkeypatch.setenv("MEDFM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MEDFM_RUNS", str(tmp_path / "runs"))
-    caches = [run_extract(ExtractConfig(backbone="mobilenetv2", dataset=str(pneu_subset), weights=w, img_size=32,
+    data = few_rows(pneu_subset, tmp_path, per_class=8)
+    caches = [run_extract(ExtractConfig(backbone="mobilenetv2", dataset=str(data), weights=w, img_size=32,
                                         num_workers=0)).cache for w in (None, "random")]
     probe = {"head": "knn", "ks": [5], "bootstrap": 0}
     first = probe_every_cache(ProbeConfig(**probe))
     assert sorted(p["cache"] for p in first["probed"]) == sorted(map(str, caches)) and first["already_stored"] == []
     again = probe_every_cache(ProbeConfig(**probe))  # same options: the same run keys, already in the store
     assert again["probed"] == [] and sorted(again["already_stored"]) == sorted(map(str, caches))
-    other = probe_every_cache(ProbeConfig(**probe, seed=1, backbone="mobilenetv2", dataset=pneu_subset.parent.name))
+    other = probe_every_cache(ProbeConfig(**probe, seed=1, backbone="mobilenetv2", dataset=data.parent.name))
     assert len(other["probed"]) == 2  # another seed is another probe
     with pytest.raises(MedfmError, match="no finished feature cache of backbone dinov2_vits14 under"):
         probe_every_cache(ProbeConfig(**probe, backbone="dinov2_vits14"))

@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+from subsets import few_rows
+
 from medfm.backbones import create_backbone, resolve_backbone
 from medfm.errors import MedfmError
 
@@ -122,8 +124,13 @@ def test_hf_model_from_a_local_folder_matches_the_timm_path(dinov2_s_weights, da
         create_backbone("hf:facebook/dinov2-small", weights=str(folder))
 
 
-def test_open_clip_tower_from_a_local_checkpoint_of_its_architecture(tmp_path):
+def test_open_clip_tower_from_a_local_checkpoint_of_its_architecture(tmp_path, pneu_subset, monkeypatch):
+    import numpy as np
     import open_clip
+
+    from medfm.cache import FeatureCache
+    from medfm.config import ExtractConfig
+    from medfm.extract import run_extract
 
     with torch.random.fork_rng():
         torch.manual_seed(1)
@@ -136,6 +143,14 @@ def test_open_clip_tower_from_a_local_checkpoint_of_its_architecture(tmp_path):
         assert torch.allclose(pooled, model.encode_image(x), atol=1e-5)  # the tower's own image embedding
     assert bb.spec.feature == "pooled" and tokens.shape == (2, 49, 384) and len(bb.blocks()) == 12
     assert bb.spec.identity()["model_config"]["model_cfg"]["vision_cfg"]["patch_size"] == 32
+    # and `medfm extract` writes a cache of it, named path-safely
+    monkeypatch.setenv("MEDFM_CACHE", str(tmp_path / "cache"))
+    ex = run_extract(ExtractConfig(backbone="open_clip:ViT-S-32", weights=str(tmp_path / "vit_s_32.pt"),
+                                   dataset=str(few_rows(pneu_subset, tmp_path)), img_size=64, num_workers=0,
+                                   dtype="float32"))
+    assert ex.cache.parent.parent == tmp_path / "cache" and ex.cache.name.startswith("open_clip-ViT-S-32-pooled-64px-")
+    feats = FeatureCache(ex.cache).features("test")
+    assert feats.shape == (8, 384) and np.isfinite(feats).all() and feats.std(0).mean() > 0
     with pytest.raises(MedfmError, match="no pretrained tag 'openai'"):
         resolve_backbone("open_clip:ViT-S-32/openai")
     with pytest.raises(MedfmError, match="has no official pretrained weights source"):

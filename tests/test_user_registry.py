@@ -3,6 +3,7 @@
 import textwrap
 
 import pytest
+from subsets import few_rows
 
 from medfm.backbones import resolve_backbone
 from medfm.backbones.table import user_backbone_rows
@@ -40,23 +41,24 @@ def test_a_user_backbone_runs_through_extract_probe_finetune_and_sweep(pneu_subs
     from medfm.sweep import run_sweep
 
     reg = lab_registry(tmp_path / "backbones.yaml", dinov2_s_weights)
+    data = str(few_rows(pneu_subset, tmp_path, per_class=8))  # 16 images per split
     monkeypatch.setenv("MEDFM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MEDFM_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("MEDFM_BACKBONES", str(reg))  # found by the environment variable ...
-    ex = run_extract(ExtractConfig(backbone="lab_dino", dataset=str(pneu_subset), num_workers=0))
+    ex = run_extract(ExtractConfig(backbone="lab_dino", dataset=data, num_workers=0))
     probe = run_probe(ProbeConfig(cache=str(ex.cache), head="knn", ks=[5], bootstrap=0))
     assert probe["backbone"] == "lab_dino" and 0.5 < probe["headline_metric"]["value"] <= 1.0
     monkeypatch.delenv("MEDFM_BACKBONES")  # ... and by the option
-    ft = run_finetune(FinetuneConfig(backbone="lab_dino", dataset=str(pneu_subset), backbones_file=str(reg), unfreeze=1,
+    ft = run_finetune(FinetuneConfig(backbone="lab_dino", dataset=data, backbones_file=str(reg), unfreeze=1,
                                      epochs=1, batch_size=32, num_workers=0, warmup_steps=0, save_model=False))
     assert ft["backbone"] == "lab_dino" and ft["unfreeze"] == 1 and ft["blocks"] == 12
     store = tmp_path / "sweep.sqlite"
-    summary = run_sweep(SweepConfig(backbones=["lab_dino"], datasets=[str(pneu_subset)], heads=["knn"],
+    summary = run_sweep(SweepConfig(backbones=["lab_dino"], datasets=[data], heads=["knn"],
                                     backbones_file=str(reg), probe={"bootstrap": 0, "ks": [5]}, results=str(store),
                                     scenarios=["frozen", "unfrozen"], unfreeze=[1], out=str(tmp_path / "sweep"),
                                     finetune={"epochs": 1, "batch_size": 32, "num_workers": 0, "warmup_steps": 0}))
     assert summary["probes"]["ran"] == 1 and summary["finetunes"]["ran"] == 0  # knn has no unfrozen rows
-    assert summary["caches"] == {f"{pneu_subset}/lab_dino": str(ex.cache)}  # the same cache, found finished
+    assert summary["caches"] == {f"{data}/lab_dino": str(ex.cache)}  # the same cache, found finished
     assert [r["backbone"] for r in ResultsStore(store).records()] == ["lab_dino"]
 
 
