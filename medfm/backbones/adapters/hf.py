@@ -68,6 +68,8 @@ def processor_data_config(folder: Path, name: str) -> dict:
         side, crop_pct, mode = int(size["height"]), 1.0, "squash"  # resized to exactly H x W
     elif size.get("shortest_edge"):
         side, crop_pct, mode = int(size["shortest_edge"]), 1.0, "center"
+        if getattr(p, "crop_pct", None) and side < 384:  # ConvNeXt's processor: resize to side / crop_pct, crop side
+            crop_pct = float(p.crop_pct)
     else:
         raise MedfmError(f"cannot read the input size of {name!r} from its {PROCESSOR}", "use --img-size")
     normalize = getattr(p, "do_normalize", True)
@@ -124,14 +126,28 @@ class HfLoader(BaseLoader):
         names = net.state_dict().keys()
         has_cls = any(k.endswith(("cls_token", "class_embedding")) for k in names)
         patch = getattr(config, "patch_size", None)
+        maps = self._outputs_maps(net, config)  # a CNN (ConvNeXt, ResNet) outputs [B, C, H, W]; token models [B, L, D]
         model_config = {k: v for k, v in json.loads((folder / CONFIG).read_text()).items() if k not in NOT_MODEL}
         return dataclasses.replace(
-            entry, arch="vit" if patch else "cnn", feature="cls" if has_cls else "mean",
-            dim=int(getattr(config, "hidden_size", 0) or 0) or None, size_multiple=int(patch or 1),
+            entry, arch="cnn" if maps or not patch else "vit", feature="cls" if has_cls else "mean",
+            block_layout="nchw" if maps else "nld",
+            dim=int(getattr(config, "hidden_size", 0) or 0) or None, size_multiple=int(patch or 1) if not maps else 1,
             blocks=largest_block_list(net), params_m=round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
             params_source="counted (transformers build)", family=f"transformers {type(net).__name__}",
             model_kwargs={"folder": str(folder)},
             resolved={"config": model_config, "architecture": architecture_digest(net)["class"]})
+
+    @staticmethod
+    def _outputs_maps(net, config) -> bool:
+        """Whether the model's output is a spatial map, from one forward pass on the meta device (no memory, no compute)."""
+        size = getattr(config, "image_size", 224)
+        size = size if isinstance(size, int) else 224
+        try:
+            with torch.device("meta"):
+                out = net(pixel_values=torch.empty(1, getattr(config, "num_channels", 3), size, size))
+            return out.last_hidden_state.ndim == 4
+        except Exception:  # a model the meta device cannot run: token models are the common case
+            return False
 
     def data_config(self, entry):
         return processor_data_config(Path(entry.model_kwargs["folder"]), entry.name)
