@@ -155,3 +155,24 @@ def test_open_clip_tower_from_a_local_checkpoint_of_its_architecture(tmp_path, p
         resolve_backbone("open_clip:ViT-S-32/openai")
     with pytest.raises(MedfmError, match="has no official pretrained weights source"):
         resolve_backbone("open_clip:ViT-S-32")
+
+
+def test_hf_cnn_is_read_as_maps_with_its_stages_as_blocks(tmp_path):
+    """A transformers CNN (a small real ConvNeXt, random init, saved as a folder): spatial maps, 4 stages."""
+    from transformers import ConvNextConfig, ConvNextImageProcessor, ConvNextModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ConvNextModel(ConvNextConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128])).save_pretrained(tmp_path)
+    ConvNextImageProcessor(size={"shortest_edge": 224}).save_pretrained(tmp_path)  # facebook/convnext-tiny-224's
+    bb = create_backbone("hf:facebook/convnext-tiny-224", weights=str(tmp_path), img_size=64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        pooled, tokens = bb.embed(x, with_tokens=True)
+        maps = bb.net(pixel_values=x).last_hidden_state
+    assert bb.spec.feature == "mean" and bb.spec.entry.block_layout == "nchw" and len(bb.blocks()) == 4
+    assert tokens.shape == (2, 4, 128) and torch.allclose(pooled, maps.mean((2, 3)), atol=1e-6)
+    assert bb.spec.data_config["crop_pct"] == pytest.approx(224 / 256)  # ConvNeXt's processor: resize 256, crop 224
+    two = create_backbone("hf:facebook/convnext-tiny-224", weights=str(tmp_path), img_size=64, layers=2)
+    with torch.inference_mode():
+        assert two.embed(x)[0].shape == (2, 64 + 128)
