@@ -39,7 +39,7 @@ CONFIG_PARAMS = {"config": (ConfigOpt, None), "as_json": (JsonOpt, False)}  # CL
 
 
 from medfm.config import (  # noqa: E402 (pydantic only: `medfm --help` does not import torch)
-    ExtractConfig, FinetuneConfig, PrepareConfig, ProbeConfig, ReportConfig, SweepConfig)
+    BACKBONES_FILE_HELP, ExtractConfig, FinetuneConfig, PrepareConfig, ProbeConfig, ReportConfig, SweepConfig)
 
 
 @config_command(app, ExtractConfig, extra=CONFIG_PARAMS)
@@ -70,11 +70,27 @@ def prepare(settings: dict, config: str | None, as_json: bool):
 
 @config_command(app, ProbeConfig, extra=CONFIG_PARAMS)
 def probe(settings: dict, config: str | None, as_json: bool):
-    """Train a head on a feature cache (hyper-parameters chosen on val) and report test metrics."""
+    """Train a head on a feature cache (hyper-parameters chosen on val) and report test metrics.
+
+    Without --cache: every finished cache under $MEDFM_CACHE (or those of --dataset / --backbone) whose probe
+    with these options is not in the results store yet."""
     from medfm.probe import run_probe
     from medfm.report_table import results_table
 
-    record = run_probe(ProbeConfig.load(config, settings))
+    cfg = ProbeConfig.load(config, settings)
+    if cfg.cache is None:
+        from medfm.probe.every_cache import probe_every_cache
+
+        summary = probe_every_cache(cfg)
+        if as_json:
+            _emit(summary, True)
+        else:
+            typer.echo(f"probed {len(summary['probed'])} cache(s), {len(summary['already_stored'])} already in "
+                       f"{summary['results']}")
+        return
+    if cfg.dataset or cfg.backbone:
+        raise MedfmError("--dataset / --backbone pick caches when --cache is not given", "give one or the other")
+    record = run_probe(cfg)
     _emit(record, as_json, results_table(record))
     if not as_json:
         typer.echo(f"results: {record['out']}/results.json")
@@ -189,18 +205,19 @@ def backbones(
     img_size: Annotated[Optional[int], typer.Option(help="with --check: input size")] = None,
     feature: Annotated[Optional[str], typer.Option(help="with --check: feature kind")] = None,
     layers: Annotated[Optional[int], typer.Option(help="with --check: last k blocks")] = None,
+    backbones_file: Annotated[Optional[str], typer.Option(help=BACKBONES_FILE_HELP)] = None,
     as_json: JsonOpt = False,
 ):
-    """List the registered backbones (and whether their weights are here), or --check one."""
+    """List the registered backbones (built-in and your own, and whether their weights are here), or --check one."""
     from rich.table import Table
 
-    from medfm.backbones.table import backbone_rows, markdown_table, weights_present
+    from medfm.backbones.table import backbone_rows, markdown_table, user_backbone_rows, weights_present
     from medfm.ui import stdout_console
 
     if check:
         from medfm.backbones.check import check_backbone
 
-        record = check_backbone(check, weights, img_size, feature, layers)
+        record = check_backbone(check, weights, img_size, feature, layers, backbones_file=backbones_file)
         if as_json:
             _emit(record, True)
         else:
@@ -225,15 +242,25 @@ def backbones(
         typer.echo(markdown_table())
         return
     header, rows = backbone_rows()
+    user_header, user = user_backbone_rows(backbones_file)
     if as_json:
-        _emit({"backbones": [dict(zip(header, r), weights_local=weights_present(r[0])) for r in rows]}, True)
+        _emit({"backbones": [dict(zip(header, r), weights_local=weights_present(r[0])) for r in rows],
+               "user_backbones": [dict(zip(user_header, r)) for r in user]}, True)
         return
-    t = Table(title=f"{len(rows)} backbones")
+    t = Table(title=f"{len(rows)} backbones (any other library model: timm:<model>[.<tag>], open_clip:<model>/<tag>, "
+                    "open_clip:hf-hub:<org>/<repo>, hf:<org>/<repo>)")
     for col in (*header, "weights here"):
         t.add_column(col, no_wrap=col == "name", overflow="fold")
     for row in rows:
         t.add_row(*row, weights_present(row[0]))
     stdout_console().print(t)
+    if user:
+        u = Table(title=f"{len(user)} backbones of your own")
+        for col in user_header:
+            u.add_column(col, no_wrap=col == "name", overflow="fold")
+        for row in user:
+            u.add_row(*row)
+        stdout_console().print(u)
 
 
 datasets_app = typer.Typer(help="List the registered datasets; `medfm datasets inspect` checks one.", invoke_without_command=True)
@@ -251,17 +278,21 @@ def datasets(
     from rich.table import Table
 
     from medfm.data import DATASETS
+    from medfm.data.zoo import known_class_count
     from medfm.paths import find_data_root
     from medfm.ui import stdout_console
 
     root = find_data_root(data_root)
-    t = Table(title=f"{len(DATASETS)} datasets (data root: {root or 'not set'})")
+    t = Table(title=f"{len(DATASETS)} datasets (data root: {root or 'not set'}; short names in brackets)")
     for col in ("name", "task", "classes", "headline", "modality", "licence", "protocols", "present"):
         t.add_column(col)
     for name, e in DATASETS.items():
         present = "yes" if root and (root / e.location).exists() else "no"
         protocols = ", ".join(p.name for p in e.protocols)
-        t.add_row(name, e.task, str(len(e.classes or ())), e.headline_metric, e.modality, e.licence, protocols, present)
+        shown = f"{name} ({', '.join(DATASETS.aliases_of(name))})" if DATASETS.aliases_of(name) else name
+        classes = known_class_count(e)
+        t.add_row(shown, e.task, str(classes) if classes else "from labels", e.headline_metric, e.modality, e.licence,
+                  protocols, present)
     stdout_console().print(t)
 
 

@@ -150,13 +150,17 @@ def check_input_memory(batch_size: int, img_size: int, option: str = "--img-size
                          f"lower {option} or --batch-size")
 
 
+BACKBONES_FILE_HELP = ("your own backbones registry (YAML/TOML) [$MEDFM_BACKBONES, else "
+                       "~/.config/medfm/backbones.{yaml,toml} if present]")
+
+
 class _BackboneDatasetConfig(_Config):
     """The keys that say which backbone runs on which dataset and split: one definition for extract and finetune.
 
     Keys are dumped in declaration order, base first: these open every saved extract / finetune config.
     """
 
-    backbone: str = _opt(help="backbone name (`medfm backbones`)")
+    backbone: str = _opt(help="backbone name (`medfm backbones`), or timm:<model>, open_clip:<model>/<tag>, hf:<org>/<repo>")
     dataset: str = _opt(help="dataset name (`medfm datasets`), CSV manifest or image folder")
     weights: str | None = _opt(None, "PATH to a local checkpoint file or folder, 'random' (seeded random init), "
                                      "or omit for the official weights")
@@ -171,6 +175,7 @@ class _BackboneDatasetConfig(_Config):
     duplicates: Duplicates = _duplicates_opt()
     rehash: bool = _rehash_opt()
     allow_missing_class: bool = _allow_missing_class_opt()
+    backbones_file: str | None = _opt(None, BACKBONES_FILE_HELP)
 
     @model_validator(mode="after")
     def _input_fits_memory(self):
@@ -281,7 +286,10 @@ class PrepareConfig(_Config):
 class ProbeConfig(_Config):
     SECTION: ClassVar[str] = "probe"
     EXAMPLE: ClassVar[str] = "medfm probe --cache medfm-cache/busi/dinov2_vits14-cls-224px-<fp>.zarr --head linear"
-    cache: str = _opt(help="feature cache made by `medfm extract`")
+    cache: str | None = _opt(None, "feature cache made by `medfm extract` [every finished cache under $MEDFM_CACHE "
+                                   "whose probe with these options is not in the results store yet]")
+    dataset: str | None = _opt(None, "without --cache: only caches of this dataset (name or short name)")
+    backbone: str | None = _opt(None, "without --cache: only caches of this backbone")
     head: str = _opt("linear", f"head: {heads_help('probe')} (`medfm heads`)")
     metric: str | None = _opt(None, "metric that chooses hyper-parameters [the dataset's headline metric]")
     out: str | None = _opt(None, "run folder for config.json + results.json [$MEDFM_RUNS/probe/...]")
@@ -321,6 +329,7 @@ class SweepConfig(_Config):
     fractions: list[float] = _opt([], "label budgets, e.g. 0.01,0.1,1.0 [1.0]")
     seeds: list[int] = _opt([], "seeds, e.g. 0,1,2 [0]")
     weights: dict[str, str] = _opt({}, "BACKBONE=PATH|random (others: official weights)")
+    backbones_file: str | None = _opt(None, BACKBONES_FILE_HELP)
     data_root: str | None = _opt(None, "folder holding registry datasets [$MEDFM_DATA, ../shared/data]")
     img_size: int | None = _opt(None, "input size for every backbone [each backbone's default]", ge=16, le=MAX_IMG_SIZE)
     tokens: bool | None = _opt(None, "store patch tokens [auto: when a head needs them]")

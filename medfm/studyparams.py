@@ -117,9 +117,9 @@ class _Reader:
 
 
 def _backbone(name: str) -> str:
-    from medfm.backbones import BACKBONES
+    from medfm.backbones import BACKBONES, is_backbone
 
-    if name in BACKBONES:
+    if name in BACKBONES or (name not in STUDY_BACKBONES and is_backbone(name)):
         return name
     mapped = STUDY_BACKBONES.get(name)
     if mapped is None:

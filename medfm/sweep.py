@@ -46,7 +46,7 @@ class Scenario:
 SCENARIOS = {"frozen": Scenario("probe", heads_for("probe")), "unfrozen": Scenario("finetune", heads_for("finetune"), "unfreeze")}
 # FinetuneConfig keys the sweep sets per row or from its own options (a `finetune:` mapping may not set them)
 SWEEP_OWNED = ("backbone", "dataset", "head", "fraction", "seed", "unfreeze", "weights", "data_root", "img_size", "device",
-               "out", "results", "resume", "overwrite")
+               "out", "results", "resume", "overwrite", "backbones_file")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Job:
         name = f"{self.head}-f{self.fraction:g}-s{self.seed}"
         if self.unfreeze is not None:
             name = f"finetune-u{self.unfreeze}-{name}-{key[:10]}"
-        return out_root / _safe(self.dataset) / self.backbone / name
+        return out_root / _safe(self.dataset) / _safe(self.backbone) / name
 
 
 def _safe(name: str) -> str:
@@ -154,13 +154,13 @@ def plan_jobs(grid: dict) -> tuple[list[Job], list[str]]:
     return jobs, notes
 
 
-def _registered(grid: dict) -> dict[tuple[str, str], str]:
-    from medfm.backbones import BACKBONES
+def _registered(grid: dict, backbones_file: str | None = None) -> dict[tuple[str, str], str]:
+    from medfm.backbones import is_backbone
     from medfm.data import DATASETS
 
     status = {}
     for d, b in itertools.product(grid["datasets"], grid["backbones"]):
-        missing = ([f"backbone {b} not registered"] if b not in BACKBONES else []) + \
+        missing = ([f"backbone {b} not registered"] if not is_backbone(b, backbones_file) else []) + \
                   ([f"dataset {d} not registered"] if d not in DATASETS and not Path(d).exists() else [])
         status[(b, d)] = "; ".join(missing) or "ok"
     return status
@@ -174,7 +174,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     grid = resolve_grid(cfg)
     jobs, notes = plan_jobs(grid)
     store = ResultsStore(cfg.results)
-    status = _registered(grid)
+    status = _registered(grid, cfg.backbones_file)
     name = cfg.preset or "sweep"
     out_root = Path(cfg.out) if cfg.out else runs_root() / "sweep" / name
     summary = {"preset": cfg.preset, "planned": len(jobs), "ran": 0, "skipped": 0,
@@ -192,10 +192,10 @@ def run_sweep(cfg: SweepConfig) -> dict:
                   + f" (results: {store.path})")
     for note in notes:
         console.print(f"  note: {note}")
-    from medfm.backbones import BACKBONES
+    from medfm.backbones import is_backbone
     from medfm.data import DATASETS
 
-    missing = [b for b in grid["backbones"] if b not in BACKBONES] + \
+    missing = [b for b in grid["backbones"] if not is_backbone(b, cfg.backbones_file)] + \
               [d for d in grid["datasets"] if d not in DATASETS and not Path(d).exists()]
     if missing:
         console.print(f"  [yellow]not registered yet (running them stops with the registry's error): {', '.join(missing)}[/]")
@@ -238,7 +238,8 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
     d, b = jobs[0].dataset, jobs[0].backbone
     ex = run_extract(ExtractConfig(backbone=b, dataset=d, weights=cfg.weights.get(b), data_root=cfg.data_root,
                                    img_size=grid["img_size"], tokens=tokens, batch_size=cfg.extract_batch_size,
-                                   device=cfg.device, duplicates=cfg.duplicates))
+                                   device=cfg.device, duplicates=cfg.duplicates,
+                                   backbones_file=cfg.backbones_file))
     summary["caches"][f"{d}/{b}"] = str(ex.cache)
     cache = FeatureCache(ex.cache)
     for job in jobs:
@@ -262,7 +263,8 @@ def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], store: Results
                                  "weights": cfg.weights.get(job.backbone), "data_root": cfg.data_root,
                                  "img_size": grid["img_size"], "head": job.head, "unfreeze": job.unfreeze,
                                  "fraction": job.fraction, "seed": job.seed, "device": cfg.device, "duplicates": cfg.duplicates,
-                                 "results": str(store.path), "resume": True, "overwrite": False})
+                                 "results": str(store.path), "resume": True, "overwrite": False,
+                                 "backbones_file": cfg.backbones_file})
         inputs = inputs or finetune_inputs(fcfg)
         key = finetune_run_key(fcfg, inputs)  # `out` is not part of the key
         fcfg = fcfg.model_copy(update={"out": str(job.folder(out_root, key))})

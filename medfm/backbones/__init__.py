@@ -15,9 +15,12 @@ from PIL import Image
 
 # each loader module registers itself in LOADERS on import
 from medfm.backbones import loader_blip, loader_openclip, loader_sam2, seem, vmamba  # noqa: F401
+from medfm.backbones import open_names  # noqa: F401 - registers the open-name schemes (timm:, open_clip:, hf:)
+from medfm.backbones.adapters import hf, open_clip_hub  # noqa: F401 - loaders of open names
 from medfm.backbones.entry import BackboneEntry
 from medfm.backbones.features import FEATURE_KINDS, TokenOutput
 from medfm.backbones.loaders import LOADERS
+from medfm.backbones.names import find_backbone, is_backbone
 from medfm.backbones.weights import Weights, resolve_weights
 from medfm.backbones.zoo import BACKBONES
 from medfm.errors import MedfmError
@@ -61,6 +64,8 @@ class BackboneSpec:
         }
         if self.entry.tag:
             ident["tag"] = self.entry.tag
+        if self.entry.resolved:  # open names / user entries: the model configuration itself
+            ident["model_config"] = self.entry.resolved
         if self.layers > 1:  # absent for 1, so caches made before --layers existed keep their fingerprint
             ident["layers"] = {"last": self.layers, "combine": "concatenate"}
         return ident
@@ -191,13 +196,18 @@ def check_grey_mode(grey: str, dataset) -> None:
 
 def resolve_backbone(
     name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
-    layers: int | None = None, grey: str = "repeat",
+    layers: int | None = None, grey: str = "repeat", backbones_file: str | None = None,
 ) -> BackboneSpec:
     if grey not in GREY_MODES:
         raise MedfmError(f"--grey {grey!r} is not a grey-image mode", f"use one of: {', '.join(GREY_MODES)}")
-    entry = BACKBONES.get(name)
+    entry = find_backbone(name, backbones_file)
     loader = LOADERS[entry.loader]
     loader.check_installed(entry)
+    weights = weights or entry.weights_file  # a user entry's own checkpoint is its default
+    resolved = None
+    if loader.config_beside_weights:  # hf: the model's config and preprocessing lie beside its weights
+        resolved = _resolve_weights(weights, entry, loader)
+        entry = loader.configure(entry, resolved)
     feature = feature or entry.feature
     kind = FEATURE_KINDS.get(feature)  # unknown kinds fail here, before any work
     if not kind.pooled:
@@ -216,13 +226,19 @@ def resolve_backbone(
     data_config = loader.data_config(entry)
     size = img_size or entry.img_size or int(data_config["input_size"][-1])
     data_config["input_size"] = (3, size, size)
-    resolved = resolve_weights(weights, entry.name, entry.hub or loader.hub(entry), entry.offline_copies)
+    resolved = resolved or _resolve_weights(weights, entry, loader)
     return BackboneSpec(entry, resolved, feature, size, data_config, layers, grey)
 
 
+def _resolve_weights(weights: str | None, entry: BackboneEntry, loader) -> Weights:
+    return resolve_weights(weights, entry.name, entry.hub or loader.hub(entry), entry.offline_copies)
+
+
 def create_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
-                    device="cpu", layers: int | None = None, grey: str = "repeat") -> Backbone:
-    return resolve_backbone(name, weights, img_size, feature, layers, grey).build(device)
+                    device="cpu", layers: int | None = None, grey: str = "repeat",
+                    backbones_file: str | None = None) -> Backbone:
+    return resolve_backbone(name, weights, img_size, feature, layers, grey, backbones_file).build(device)
 
 
-__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "create_backbone", "resolve_backbone", "FEATURE_KINDS"]
+__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "create_backbone", "resolve_backbone", "find_backbone", "is_backbone",
+           "FEATURE_KINDS"]

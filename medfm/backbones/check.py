@@ -11,7 +11,7 @@ from medfm.errors import MedfmError
 
 
 def check_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
-                   layers: int | None = None, device: str = "cpu") -> dict:
+                   layers: int | None = None, device: str = "cpu", backbones_file: str | None = None) -> dict:
     if img_size is not None:  # refused before building or allocating anything
         from medfm.config import MAX_IMG_SIZE, check_input_memory
 
@@ -19,7 +19,7 @@ def check_backbone(name: str, weights: str | None = None, img_size: int | None =
             raise MedfmError(f"--img-size {img_size} is outside 16..{MAX_IMG_SIZE}", "give a size the backbone can take, e.g. 224")
         check_input_memory(2, img_size)
     t0 = time.perf_counter()
-    bb = create_backbone(name, weights, img_size, feature, device=device, layers=layers)
+    bb = create_backbone(name, weights, img_size, feature, device=device, layers=layers, backbones_file=backbones_file)
     built = time.perf_counter() - t0
     size = bb.spec.img_size
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)

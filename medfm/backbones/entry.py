@@ -38,3 +38,8 @@ class BackboneEntry:
     # first study's DeiT head reads them)
     tokens_from: str = "output"
     notes: str = ""
+    # Open names and user entries (see names.py): the resolved model configuration (architecture
+    # arguments), hashed into the cache identity so a cache says exactly which model made it; and a
+    # user entry's own default checkpoint (a local file), used when --weights is not given.
+    resolved: dict = field(default_factory=dict)
+    weights_file: str | None = None

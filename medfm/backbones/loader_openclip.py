@@ -23,7 +23,7 @@ class OpenClipLoader(BaseLoader):
     def _cfgs(self, entry):
         import open_clip
 
-        return open_clip.get_model_config(entry.model_id), open_clip.get_pretrained_cfg(entry.model_id, entry.tag) or {}
+        return open_clip.get_model_config(entry.model_id), (open_clip.get_pretrained_cfg(entry.model_id, entry.tag) if entry.tag else {})
 
     def data_config(self, entry):
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD

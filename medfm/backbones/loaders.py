@@ -83,6 +83,11 @@ class BaseLoader:
 
     requires: dict[str, str] = {}  # importable module -> pip package
     default_blocks = "blocks"
+    config_beside_weights = False  # True: the model's config is read from its weights' folder (see configure)
+
+    def configure(self, entry: BackboneEntry, weights: Weights) -> BackboneEntry:
+        """The entry completed from the files beside its weights (hf: config.json, preprocessor_config.json)."""
+        return entry
 
     def check_installed(self, entry: BackboneEntry) -> None:
         for module, package in self.requires.items():
@@ -212,6 +217,8 @@ class TimmLoader(BaseLoader):
 
     def tokens(self, net, x):
         out = net.forward_features(x)
+        if out.ndim == 4 and getattr(net, "output_fmt", "") == "NHWC":  # Swin-like maps [B, H, W, C]
+            return TokenOutput(prefix=None, patches=out.flatten(1, 2))
         if out.ndim == 4:  # CNN (or SAM's neck) feature map [B, C, H, W]
             return TokenOutput(prefix=None, patches=out.flatten(2).transpose(1, 2))
         p = self.num_prefix(net)

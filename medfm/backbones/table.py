@@ -48,3 +48,19 @@ def markdown_table() -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(f"`{c}`" if i in (0, 3) else c for i, c in enumerate(r)) + " |" for r in rows]
     return "\n".join(lines)
+
+
+USER_HEADER = ("name", "family", "loader", "model id", "default feature", "weights", "weights licence", "from")
+
+
+def user_backbone_rows(backbones_file: str | None = None) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The user's own entries (file and entry points), each with where it came from."""
+    from medfm.backbones.user_registry import user_backbones
+
+    rows = []
+    for name, user in user_backbones(backbones_file).items():
+        e = user.entry
+        model_id = f"{e.model_id} ({e.tag})" if e.tag else e.model_id
+        weights = e.weights_file or (e.hub.describe() if e.hub else "official (the library's)")
+        rows.append((name, e.family, e.loader, model_id, e.feature, weights, e.licence or "?", user.origin))
+    return USER_HEADER, rows

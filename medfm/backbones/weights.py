@@ -208,3 +208,38 @@ def local_weights(hub: HubSource | None, offline_copies=()) -> str | None:
         if (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(hub.url).path)).is_file():
             return "torch-hub-cache"
     return None
+
+
+def hub_file(repo: str, filename: str, backbone: str, required: bool = True) -> Path | None:
+    """One small file of a Hugging Face repo (a model's config), from the local cache or downloaded.
+
+    Offline, a cached copy is used; otherwise the same one-line offline error as for weights. A file
+    the repo does not have is None when not ``required``.
+    """
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    reason = _reachable(constants.ENDPOINT)
+    if reason is not None:
+        if not required:
+            return None
+        raise _offline_error(backbone, f"hf-hub:{repo}", reason)
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except EntryNotFoundError:
+        if required:
+            raise MedfmError(f"hf-hub:{repo} has no {filename}", f"check the name {backbone!r}") from None
+        return None
+    except GatedRepoError:
+        raise MedfmError(f"hf-hub:{repo} is gated: your Hugging Face account needs access to it",
+                         f"request access on https://huggingface.co/{repo}, then `huggingface-cli login` "
+                         "(or set HF_TOKEN)") from None
+    except RepositoryNotFoundError:
+        raise MedfmError(f"there is no Hugging Face repo {repo!r} (or it is private)",
+                         "check the name; for a private repo set HF_TOKEN") from None
+    except Exception as exc:
+        raise _offline_error(backbone, f"hf-hub:{repo}", f"{type(exc).__name__}: {exc}") from None

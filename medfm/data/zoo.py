@@ -148,3 +148,19 @@ study("ddsm", "ddsm_lists", "DDSM", "binary", None, "roc_auc", "mammography", "D
       [P("study", "the study's fixed lists; normal vs benign+cancer (its 2-class mode)", (("labels", "binary"),)),
        P("three", "the study's fixed lists; normal / benign / cancer", (("labels", "three"),))],
       (("labels", ("binary", "three")),))
+
+# Short names of the study datasets, where unambiguous (`ddsm` stays the original DDSM, not CBIS-DDSM).
+for _short, _name in (("isic", "isic2019"), ("aptos", "aptos2019"), ("cbis", "cbis_ddsm")):
+    DATASETS.alias(_short, _name)
+
+
+def known_class_count(entry: DatasetEntry) -> int | None:
+    """The number of classes of the default protocol when the registry knows it without reading labels."""
+    if entry.classes:
+        return len(entry.classes)
+    options = dict(entry.protocols[0].options) if entry.protocols else {}
+    if options.get("labels") == "three":
+        return 3
+    if "findings" in options:  # CheXpert: the protocol fixes the observations
+        return int(options["findings"])
+    return 2 if entry.task == "binary" else None

@@ -16,6 +16,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import BackboneSpec, check_grey_mode, resolve_backbone
+from medfm.backbones.names import folder_name
 from medfm.cache.fingerprint import fingerprint
 from medfm.cache.store import (FORMAT, FORMAT_VERSION, BackgroundWriter, SplitLayout, ZarrCacheWriter, check_matches,
                                export_h5, is_h5, read_meta, working_path)
@@ -70,7 +71,7 @@ def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec,
 def default_cache_path(dataset: Dataset, spec: BackboneSpec, digest: str, fmt: str, tokens: bool) -> Path:
     suffix = ".h5" if fmt == "h5" else ".zarr"
     kind = spec.feature.replace("+", "_") + (f"-last{spec.layers}" if spec.layers > 1 else "") + ("-tokens" if tokens else "")
-    return cache_root() / dataset.name / f"{spec.entry.name}-{kind}-{spec.img_size}px-{digest[:12]}{suffix}"
+    return cache_root() / dataset.name / f"{folder_name(spec.entry.name)}-{kind}-{spec.img_size}px-{digest[:12]}{suffix}"
 
 
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
@@ -92,7 +93,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float) -> ExtractResult:
     say = console.print if d.is_main else (lambda *args, **kwargs: None)
     dataset = create_dataset(cfg.dataset, cfg.data_root, skip_bad=cfg.skip_bad, **dataset_options(cfg))
-    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers, cfg.grey)
+    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers, cfg.grey, cfg.backbones_file)
     check_grey_mode(cfg.grey, dataset)
     use = cfg.pixels if (cfg.pixels or reproducible(spec.data_config)) else "none"  # auto: only where it is exact in geometry
     pixels = find_pixel_cache(dataset, scale_size(spec.data_config, spec.img_size), use)

@@ -19,6 +19,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import check_grey_mode, resolve_backbone
+from medfm.backbones.names import folder_name
 from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
@@ -38,14 +39,16 @@ from medfm.ui import console, progress
 
 # settings that do not change what a run computes (where it writes, how it is launched)
 # (grey is in the backbone identity's preprocessing instead, so keys of runs made before it existed stay valid)
-NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model", "grey")
+NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model", "grey",
+                "backbones_file")  # where the user's entry was read; the entry itself is in the backbone identity
 
 
 def finetune_inputs(cfg: FinetuneConfig):
     """The dataset and resolved backbone spec a fine-tune reads (no model built, nothing trained)."""
     dataset = create_dataset(cfg.dataset, cfg.data_root, metric=cfg.metric, **dataset_options(cfg))
     check_grey_mode(cfg.grey, dataset)
-    return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey)
+    return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
+                                     backbones_file=cfg.backbones_file)
 
 
 def finetune_run_key(cfg: FinetuneConfig, inputs=None) -> str:
@@ -266,7 +269,7 @@ def _run_dir(cfg: FinetuneConfig, dataset: str, backbone: str) -> Path:
         return Path(cfg.out)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     unf = cfg.unfreeze
-    base = runs_root() / "finetune" / f"{dataset}-{backbone}-u{unf}-{cfg.head}-{stamp}"
+    base = runs_root() / "finetune" / f"{dataset}-{folder_name(backbone)}-u{unf}-{cfg.head}-{stamp}"
     out, k = base, 1
     while out.exists():
         out, k = base.with_name(f"{base.name}-{k}"), k + 1

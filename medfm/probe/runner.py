@@ -61,9 +61,11 @@ def probe_metric(cfg: ProbeConfig, cache: FeatureCache) -> str:
 
 def probe_run_key(cfg: ProbeConfig, cache: FeatureCache) -> str:
     """The results-store key of this probe: cache fingerprint, head, metric and every setting that matters."""
+    settings = cfg.to_dict() | {"cache": None, "out": None, "results": None, "overwrite": None, "device": None}
+    for picker in ("dataset", "backbone"):  # which caches a bare `medfm probe` picks; keys made before them stay valid
+        settings.pop(picker)
     identity = {"kind": "probe", "cache": cache.meta["fingerprint"], "head": cfg.head, "metric": probe_metric(cfg, cache),
-                "settings": cfg.to_dict() | {"cache": None, "out": None, "results": None, "overwrite": None,
-                                             "device": None}}
+                "settings": settings}
     return run_key(identity)
 
 
@@ -80,6 +82,9 @@ def _inputs(spec, cache: FeatureCache, rows: dict[str, tuple[str, np.ndarray]], 
 
 def run_probe(cfg: ProbeConfig) -> dict:
     start = time.perf_counter()
+    if cfg.cache is None:
+        raise MedfmError("missing --cache", "e.g. `medfm probe --cache <path medfm extract printed>`, or `medfm probe` "
+                                            "alone for every cache not probed yet")
     cache = FeatureCache(cfg.cache)
     ds_meta, bb_meta = cache.meta["dataset"], cache.meta["backbone"]
     task = ds_meta["task"]
@@ -160,7 +165,9 @@ def _run_dir(cfg: ProbeConfig, dataset: str, backbone: str) -> Path:
             raise MedfmError(f"{out / 'results.json'} already exists", "pass another --out, or --overwrite to replace it")
         return out
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = runs_root() / "probe" / f"{dataset}-{backbone}-{cfg.head}-{stamp}"
+    from medfm.backbones.names import folder_name
+
+    base = runs_root() / "probe" / f"{dataset}-{folder_name(backbone)}-{cfg.head}-{stamp}"
     out, k = base, 1
     while out.exists():  # two runs in the same second get distinct folders
         out, k = base.with_name(f"{base.name}-{k}"), k + 1

@@ -1,0 +1,1 @@
+"""Library adapters behind ``create_backbone`` for open names (``hf:``, open_clip towers from the hub)."""
