@@ -314,6 +314,31 @@ def datasets_inspect(
         print_report(report)
 
 
+cache_app = typer.Typer(help="Check caches: `medfm cache verify PATH [--repair]`.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("verify")
+def cache_verify(
+    path: Annotated[str, typer.Argument(help="a feature cache (.zarr / .h5) or pixel cache")],
+    repair: Annotated[bool, typer.Option("--repair", help="recompute exactly the bad chunks (reruns the store's own command)")] = False,
+    as_json: JsonOpt = False,
+):
+    """Check every chunk of a cache against the digest recorded when it was written."""
+    from medfm.cache.kinds import FEATURES, PIXELS
+    from medfm.cache.verify import verify
+    from medfm.extract.runner import repair_extract
+    from medfm.pixels.prepare import repair_prepare
+
+    report = verify(path, {FEATURES.fmt: repair_extract, PIXELS.fmt: repair_prepare} if repair else None,
+                    say=lambda line: typer.echo(line, err=as_json))
+    if as_json:
+        _emit(report, True)
+    else:
+        typer.echo(f"verified {report['path']}: {report['chunks']} data chunks and the labels and ids of every split "
+                   f"match their digests" + (f" (repaired {len(report['repaired'])})" if report["repaired"] else ""))
+
+
 @app.command()
 def heads(as_json: JsonOpt = False):
     """List the heads: what each reads (pooled feature or patch tokens) and the stages it runs in."""

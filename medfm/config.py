@@ -200,6 +200,8 @@ class ExtractConfig(_BackboneDatasetConfig):
                                 "tens of seconds; faster on GPU)")
     dtype: Literal["float16", "float32"] = _opt("float16", "stored feature dtype")
     resume: bool = _opt(True, "continue an interrupted extraction")
+    wait: bool = _opt(False, "if another process is writing this cache, wait for it and reuse its result "
+                             "[off: stop at once, naming that process]")
     chunk_rows: int | None = _opt(None, "rows per resumable chunk, a multiple of --batch-size [auto: <= 1024 rows, <= 32 MB]", ge=1)
     skip_bad: bool = _opt(False, "skip rows whose file is missing/unreadable or label unknown (each listed on the log)",
                           cli={"flag": "--skip-bad"})
@@ -281,6 +283,8 @@ class PrepareConfig(_Config):
     duplicates: Duplicates = _duplicates_opt()
     rehash: bool = _rehash_opt()
     allow_missing_class: bool = _allow_missing_class_opt()
+    wait: bool = _opt(False, "if another process is writing this pixel cache, wait for it and reuse its result "
+                             "[off: stop at once, naming that process]")
 
 
 class ProbeConfig(_Config):

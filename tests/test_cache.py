@@ -15,7 +15,10 @@ rng = np.random.default_rng(0)
 def make_store(path, n=10, chunk_rows=4, tokens=True):
     inputs = {"backbone": {"name": "x", "weights": {"sha256": "aa"}}, "dataset": {"name": "d"}}
     meta = {"format": FORMAT, "fingerprint": fingerprint(inputs), "fingerprint_inputs": inputs,
-            "extract": {"tokens": tokens}, "dataset": {}, "backbone": {}}
+            "extract": {"tokens": tokens, "chunk_rows": chunk_rows},
+            "dataset": {"name": "d", "task": "multiclass", "classes": ["a", "b", "c"], "headline_metric": "auroc"},
+            "backbone": {"name": "x", "feature": "cls", "weights": {"origin": "random", "sha256": "aa"},
+                         "preprocessing": {"input_size": [3, 56, 56]}}}
     lay = SplitLayout(n, 6, (5, 6) if tokens else None, (), chunk_rows)
     labels = {"train": rng.integers(0, 3, n), "test": rng.integers(0, 3, n)}
     ids = {s: [f"{s}/{i}" for i in range(n)] for s in labels}

@@ -18,8 +18,9 @@ from medfm import __version__
 from medfm.backbones import BackboneSpec, check_grey_mode, resolve_backbone
 from medfm.backbones.names import folder_name
 from medfm.cache.fingerprint import fingerprint
-from medfm.cache.store import (FORMAT, FORMAT_VERSION, BackgroundWriter, SplitLayout, ZarrCacheWriter, check_matches,
-                               export_h5, is_h5, read_meta, working_path)
+from medfm.cache.kinds import FEATURES
+from medfm.cache.lifecycle import Finished, Writing, open_store
+from medfm.cache.store import FORMAT, FORMAT_VERSION, BackgroundWriter, SplitLayout, ZarrCacheWriter, is_h5
 from medfm.config import ExtractConfig, dataset_options
 from medfm.data import Dataset, create_dataset
 from medfm.data.splits import split_file_path, write_split_file
@@ -105,20 +106,20 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
     if cfg.cache and is_h5(path) != (cfg.format == "h5"):
         raise MedfmError(f"--cache {path} does not match --format {cfg.format}", "use a .zarr path for zarr, .h5 for h5")
 
-    final_meta = read_meta(path)
-    check_matches(path, final_meta, digest, inputs)
-    if d.is_main:
+    store = open_store(path, FEATURES, digest, inputs, resume=cfg.resume, wait=cfg.wait, dist=d, say=say)
+    if d.is_main and (isinstance(store, Writing) or not split_file_path(path).exists()):
         write_split_file(dataset, split_file_path(path))  # its sha256 is in the fingerprint: same path, same bytes
-    if final_meta and final_meta.get("complete"):
-        say(f"[green]reusing finished cache[/] {path} (fingerprint {digest[:12]}); no backbone work done")
+    if isinstance(store, Finished):
+        done = "finished the interrupted HDF5 export of" if store.exported else "reusing finished cache"
+        say(f"[green]{done}[/] {path} (fingerprint {digest[:12]}, every chunk verified); no backbone work done")
         return ExtractResult(path, digest, 0, True, time.perf_counter() - start, d.world, d.rank)
-    work = working_path(path)
-    work_meta = read_meta(work) if work != path else final_meta
-    check_matches(work, work_meta, digest, inputs)
-    if work_meta is not None and not cfg.resume:
-        raise MedfmError(f"an unfinished cache exists at {work}", "rerun with --resume (default), or delete it")
-    d.barrier()  # every rank has seen the store as it was before rank 0 creates it
+    with store:  # the writer lock (rank 0's) is released however this ends
+        return _write(cfg, d, device, start, say, dataset, spec, pixels, inputs, digest, path, store)
 
+
+def _write(cfg: ExtractConfig, d: Dist, device: torch.device, start: float, say, dataset: Dataset, spec: BackboneSpec,
+           pixels: PixelCache | None, inputs: dict, digest: str, path: Path, store: Writing) -> ExtractResult:
+    work_meta = store.resume_meta
     say(f"building [bold]{spec.entry.name}[/] ({spec.entry.model_id}, weights: {spec.weights.origin}) on {device}")
     backbone = spec.build(device)
     lay_out(backbone)
@@ -162,17 +163,13 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
         "extract": {"tokens": cfg.tokens, "tokens_from": spec.entry.tokens_from if cfg.tokens else None, "dtype": cfg.dtype, "batch_size": batch_size, "chunk_rows": chunk_rows,
                     "compile": cfg.compile, "device": str(device), "world_size": d.world, "config": cfg.to_dict()},
     }
-    open_writer = lambda: ZarrCacheWriter(  # noqa: E731
-        work, meta, layouts,
+    writer = store.writer(lambda: ZarrCacheWriter(  # rank 0 creates the store, then the others open it
+        store.work, meta, layouts,
         labels={s: sp.labels for s, sp in dataset.splits.items()},
         ids={s: sp.ids for s, sp in dataset.splits.items()},
         dtype=cfg.dtype,
-    )
-    writer = open_writer() if d.is_main else None  # rank 0 creates the store ...
-    d.barrier()
-    writer = writer or open_writer()  # ... the others open it
-    # rank 0 reads what is left before any rank writes, and deals it out
-    pending = d.broadcast({s: writer.pending_chunks(s) for s in layouts} if d.is_main else None)
+    ))
+    pending = store.pending(writer)  # rank 0 verifies what is done and reads what is left, before any rank writes
     mine = assign_chunks(pending, d.rank, d.world)
     workers = cfg.num_workers if cfg.num_workers is not None else default_workers(device)
     cfg = cfg.model_copy(update={"batch_size": batch_size})  # "auto" resolved; the stored config keeps the request
@@ -183,14 +180,7 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
                                         device, workers, bar, pixels, show=d.is_main)
     extracted = sum(d.gather(extracted))
     loop_seconds = time.perf_counter() - loop_start
-    d.barrier()  # every rank's chunks are on disk
-    if d.is_main:
-        if any(writer.pending_chunks(s) for s in layouts):  # a medfm bug, not user error
-            raise RuntimeError(f"{work}: chunks left undone after every rank finished")
-        writer.finish()
-        if is_h5(path):
-            export_h5(work, path)
-    d.barrier()
+    store.finish(writer)  # once every rank's chunks are on disk: complete, then HDF5 export
     seconds = time.perf_counter() - start
     ranks = f" by {d.world} processes" if d.active else ""
     say(f"[green]wrote[/] {path} ({extracted} images{ranks} in {seconds:.1f} s)")
@@ -272,3 +262,11 @@ def _checked(arr: np.ndarray, dtype, split: str, first_row: int) -> np.ndarray:
     if dtype == np.float16 and np.abs(arr).max() > FP16_MAX:
         raise MedfmError(f"features exceed the float16 range ({split} rows from {first_row})", "rerun with --dtype float32")
     return arr.astype(dtype)
+
+
+def repair_extract(path: Path, meta: dict) -> None:
+    """Rerun the extraction that made the feature cache ``path`` (its stored config), which recomputes exactly
+    the chunks that fail verification (``medfm cache verify --repair``)."""
+    pixels = (meta.get("pixels") or {}).get("path") or "none"
+    stored = meta.get("extract", {}).get("config", {})
+    run_extract(ExtractConfig(**{**stored, "cache": str(path), "resume": True, "wait": False, "pixels": pixels}))

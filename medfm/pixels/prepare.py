@@ -23,7 +23,9 @@ import torch
 from medfm import __version__
 from medfm.backbones import GREY_TO_RGB, to_rgb
 from medfm.cache.fingerprint import fingerprint
-from medfm.cache.store import SplitLayout, ZarrCacheWriter, check_matches, read_meta
+from medfm.cache.kinds import PIXELS
+from medfm.cache.lifecycle import Finished, Writing, open_store
+from medfm.cache.store import SplitLayout, ZarrCacheWriter
 from medfm.config import PrepareConfig, dataset_options
 from medfm.data import Dataset, create_dataset
 from medfm.errors import MedfmError
@@ -31,8 +33,8 @@ from medfm.extract.loader import make_loader
 from medfm.paths import cache_root
 from medfm.ui import console, progress
 
-PIXEL_FORMAT = "medfm-pixel-cache"
-PIXEL_FORMAT_VERSION = 1
+PIXEL_FORMAT = PIXELS.fmt
+PIXEL_FORMAT_VERSION = PIXELS.version
 RESIZE_POLICY = "shorter side to N (PIL bicubic, antialiased), centre crop N x N"
 
 
@@ -97,6 +99,8 @@ COMPRESSORS = {"none": lambda: None, "lz4": _blosc_lz4, "zstd": _zstd}
 class PixelWriter(ZarrCacheWriter):
     """The feature cache's resumable writer with an ``images [n, N, N, 3] uint8`` array instead of features."""
 
+    KIND = PIXELS
+
     def __init__(self, *args, compress: str = "none", **kw):
         self.compress = compress  # before the base class creates the arrays
         super().__init__(*args, **kw)
@@ -107,14 +111,8 @@ class PixelWriter(ZarrCacheWriter):
                        fill_value=0, dimension_names=("sample", "y", "x", "channel"),
                        compressors=COMPRESSORS[self.compress]())
 
-    def write_chunk(self, split: str, chunk: int, images: np.ndarray, tokens=None) -> None:
-        lay = self.layouts[split]
-        lo = chunk * lay.chunk_rows
-        hi = lo + len(images)
-        if hi != min(lo + lay.chunk_rows, lay.n):
-            raise RuntimeError(f"pixel chunk {chunk} of {split} got {len(images)} rows")
-        self.array(split, "images")[lo:hi] = images
-        self.array(split, "done")[chunk] = 1  # only after the data
+    def _blocks(self, images: np.ndarray, tokens=None) -> dict[str, np.ndarray]:
+        return {"images": images}
 
 
 def pixel_chunk_rows(size: int) -> int:
@@ -130,13 +128,17 @@ def run_prepare(cfg: PrepareConfig) -> PrepareResult:
     inputs = pixel_inputs(dataset, cfg.size)
     digest = fingerprint(inputs)
     path = Path(cfg.out) if cfg.out else default_pixel_path(dataset, cfg.size, digest)
-    meta_now = read_meta(path)
-    check_matches(path, meta_now, digest, inputs, fmt=PIXEL_FORMAT, option="--out")
-    if meta_now and meta_now.get("complete"):
-        console.print(f"[green]reusing finished pixel cache[/] {path}; nothing decoded")
+    store = open_store(path, PIXELS, digest, inputs, resume=cfg.resume, wait=cfg.wait, say=console.print)
+    if isinstance(store, Finished):
+        console.print(f"[green]reusing finished pixel cache[/] {path} (every chunk verified); nothing decoded")
         return PrepareResult(path, digest, 0, True, time.perf_counter() - start)
-    if meta_now is not None and not cfg.resume:
-        raise MedfmError(f"an unfinished pixel cache exists at {path}", "rerun with --resume (default), or delete it")
+    with store:  # the writer lock is released however this ends
+        return _write(cfg, dataset, inputs, digest, path, store, start)
+
+
+def _write(cfg: PrepareConfig, dataset: Dataset, inputs: dict, digest: str, path: Path, store: Writing,
+           start: float) -> PrepareResult:
+    meta_now = store.resume_meta
     chunk_rows = meta_now["chunk_rows"] if meta_now else (cfg.chunk_rows or pixel_chunk_rows(cfg.size))
     label_shape = () if dataset.task != "multilabel" else (dataset.num_classes,)
     layouts = {s: SplitLayout(len(sp), cfg.size, None, label_shape, chunk_rows) for s, sp in dataset.splits.items()}
@@ -146,16 +148,17 @@ def run_prepare(cfg: PrepareConfig) -> PrepareResult:
             "dataset": {"name": dataset.name, "task": dataset.task, "classes": dataset.classes,
                         "source": dataset.source, "counts": dataset.summary()},
             "compress": meta_now.get("compress", cfg.compress) if meta_now else cfg.compress, "config": cfg.to_dict()}
-    writer = PixelWriter(path, meta, layouts, labels={s: sp.labels for s, sp in dataset.splits.items()},
-                         ids={s: sp.ids for s, sp in dataset.splits.items()}, dtype="uint8",
-                         compress=meta["compress"])
+    writer = store.writer(lambda: PixelWriter(store.work, meta, layouts, labels={s: sp.labels for s, sp in dataset.splits.items()},
+                                              ids={s: sp.ids for s, sp in dataset.splits.items()}, dtype="uint8",
+                                              compress=meta["compress"]))
+    todo = store.pending(writer)  # chunks flagged done are verified first; a bad one is redone
     workers = cfg.workers if cfg.workers is not None else max(1, min(8, (os.cpu_count() or 1)))
     square = SquareRGB(cfg.size)
     prepared = 0
     with progress() as bar:
         for name, split in dataset.splits.items():
             lay = layouts[name]
-            pending = writer.pending_chunks(name)
+            pending = todo[name]
             task = bar.add_task(f"{name:5s}", total=lay.n, completed=lay.n - sum(
                 min(lay.chunk_rows, lay.n - c * lay.chunk_rows) for c in pending), rate="")
             if not pending:
@@ -169,7 +172,12 @@ def run_prepare(cfg: PrepareConfig) -> PrepareResult:
                 writer.write_chunk(name, chunk, images.numpy())
                 prepared += len(idx)
                 bar.update(task, advance=len(idx))
-    writer.finish()
+    store.finish(writer)
     seconds = time.perf_counter() - start
     console.print(f"[green]wrote[/] {path} ({prepared} images at {cfg.size} px in {seconds:.1f} s)")
     return PrepareResult(path, digest, prepared, False, seconds)
+
+
+def repair_prepare(path: Path, meta: dict) -> None:
+    """Rerun the prepare that made the pixel cache ``path`` (its stored config): recomputes exactly its bad chunks."""
+    run_prepare(PrepareConfig(**{**meta.get("config", {}), "out": str(path), "resume": True, "wait": False}))

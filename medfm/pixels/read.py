@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfm.cache.store import read_finished_meta
+from medfm.cache.kinds import PIXELS
+from medfm.cache.store import StoreReader
 from medfm.data import Dataset
 from medfm.errors import MedfmError
 from medfm.paths import cache_root
@@ -60,18 +61,14 @@ def batch_transform(data_config: dict, img_size: int):
     return apply
 
 
-class PixelCache:
-    """A finished pixel cache: rows of uint8 squares per split, read in row ranges."""
+class PixelCache(StoreReader):
+    """A finished pixel cache: rows of uint8 squares per split, read in row ranges, every chunk verified."""
+
+    KIND = PIXELS
 
     def __init__(self, path: str | Path):
-        import zarr
-
-        from medfm.pixels.prepare import PIXEL_FORMAT
-
-        self.path = Path(path)
-        self.meta = read_finished_meta(self.path, PIXEL_FORMAT, "pixel cache", "medfm prepare")
+        super().__init__(path)
         self.size = int(self.meta["size"])
-        self.root = zarr.open_group(str(self.path), mode="r")
 
     @property
     def fingerprint(self) -> str:
@@ -85,7 +82,7 @@ class PixelCache:
 
     def batches(self, split: str, ranges: list[tuple[int, int]], prefetch: int = 2):
         """uint8 tensors for each ``(lo, hi)`` row range, in order, read ``prefetch`` ranges ahead."""
-        arr = self.root[split]["images"]
+        arr = self.data(split, "images")  # whole chunks, each checked against its digest
         with ThreadPoolExecutor(max_workers=1) as pool:
             futures = [pool.submit(arr.__getitem__, slice(lo, hi)) for lo, hi in ranges[:prefetch]]
             for k in range(len(ranges)):
