@@ -1,8 +1,12 @@
-"""Feature read rate: medfm's Zarr and HDF5 caches vs a raw ``.npy`` of the same array, same run.
+"""Feature read rate: medfm's Zarr and HDF5 caches vs a raw ``.npy`` of the same array, same run,
+and what verifying every chunk's crc32c costs (issue 12: verified reads within 1.3x of unverified).
 
 The caches are written by medfm's own writer (``ZarrCacheWriter``, chunked like ``extract``) and
 HDF5 export; the array is random float16 features (content barely matters: features compress
 poorly). Each read is the whole ``features`` array into memory, best of 3, warm file cache.
+"unverified" is a plain zarr / h5py read of the array; "verified" is what probes read through
+``FeatureCache`` (open with its metadata checks, read the done flags and digests, every chunk's
+crc32c), in the stored dtype like the unverified read (``features()`` then converts to float32).
 
     python benchmarks/bench_cache.py [--rows 50000] [--dim 768]
 """
@@ -19,7 +23,13 @@ import h5py
 import numpy as np
 import zarr
 
-from medfm.cache.store import FORMAT, SplitLayout, ZarrCacheWriter, export_h5
+from medfm.cache import FeatureCache, SplitLayout, ZarrCacheWriter, export_h5
+from medfm.cache.store import FORMAT
+
+META = {"format": FORMAT, "fingerprint": "bench", "fingerprint_inputs": {}, "extract": {"tokens": False},
+        "dataset": {"name": "bench", "task": "binary", "classes": ["a", "b"], "headline_metric": "auroc"},
+        "backbone": {"name": "bench", "feature": "cls", "weights": {"origin": "random", "sha256": "-"},
+                     "preprocessing": {"input_size": [3, 224, 224]}}}
 
 
 def best_of(repeat: int, fn) -> float:
@@ -42,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         lay = SplitLayout(args.rows, args.dim, None, (), args.chunk_rows)
-        w = ZarrCacheWriter(tmp / "c.zarr", {"format": FORMAT}, {"train": lay}, labels={"train": np.zeros(args.rows, np.int64)},
+        w = ZarrCacheWriter(tmp / "c.zarr", META, {"train": lay}, labels={"train": np.zeros(args.rows, np.int64)},
                             ids={"train": [str(i) for i in range(args.rows)]}, dtype="float16")
         for c in range(lay.n_chunks):
             w.write_chunk("train", c, data[c * args.chunk_rows:(c + 1) * args.chunk_rows], None)
@@ -61,11 +71,23 @@ def main() -> None:
         def read_npy():
             assert np.load(tmp / "c.npy").shape == data.shape
 
-        times = {name: best_of(args.repeat, fn) for name, fn in (("npy", read_npy), ("zarr", read_zarr), ("h5", read_h5))}
+        def verified(path):
+            def read():
+                cache = FeatureCache(path)
+                assert cache.data("train", "features")[:].shape == data.shape
+                cache.close()
+            return read
+
+        paths = (("npy", read_npy), ("zarr", read_zarr), ("zarr verified", verified(tmp / "c.zarr")), ("h5", read_h5),
+                 ("h5 verified", verified(tmp / "c.h5")))
+        times = {name: best_of(args.repeat, fn) for name, fn in paths}
     mb = data.nbytes / 1e6
     print(f"features [{args.rows}, {args.dim}] float16 = {mb:.0f} MB; Zarr chunks of {args.chunk_rows} rows; best of {args.repeat}")
     for name, s in times.items():
-        print(f"{name:5s} {s:7.3f} s  {mb / s:8.0f} MB/s   {times['npy'] / s:5.2f}x the .npy rate")
+        print(f"{name:14s} {s:7.3f} s  {mb / s:8.0f} MB/s   {times['npy'] / s:5.2f}x the .npy rate")
+    for fmt in ("zarr", "h5"):
+        ratio = times[f"{fmt} verified"] / times[fmt]
+        print(f"verified / unverified, {fmt}: {ratio:.2f}x  {'PASS' if ratio <= 1.3 else 'FAIL'} (issue 12: <= 1.3x)")
 
 
 if __name__ == "__main__":
