@@ -14,6 +14,7 @@ the fix is to delete the lock file once that job is known to be gone.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -57,7 +58,13 @@ def _alive(pid: int, ticks: str | None) -> bool:
 def _create_exclusive(path: Path, text: str) -> bool:
     """Create ``path`` holding ``text`` iff it does not exist; never a half-written file."""
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise MedfmError(f"disk full writing the lock file {path}", "free space, then rerun the same command") from None
+        raise
     try:
         os.link(tmp, path)
         return True

@@ -20,7 +20,8 @@ from medfm.backbones.names import folder_name
 from medfm.cache.fingerprint import fingerprint
 from medfm.cache.kinds import FEATURES
 from medfm.cache.lifecycle import Finished, Writing, open_store
-from medfm.cache.store import FORMAT, FORMAT_VERSION, BackgroundWriter, SplitLayout, ZarrCacheWriter, is_h5
+from medfm.cache.store import (FORMAT, FORMAT_VERSION, BackgroundWriter, SplitLayout, ZarrCacheWriter, disk_full_error,
+                               is_disk_full, is_h5)
 from medfm.config import ExtractConfig, dataset_options
 from medfm.data import Dataset, create_dataset
 from medfm.data.splits import split_file_path, write_split_file
@@ -108,7 +109,12 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
 
     store = open_store(path, FEATURES, digest, inputs, resume=cfg.resume, wait=cfg.wait, dist=d, say=say)
     if d.is_main and (isinstance(store, Writing) or not split_file_path(path).exists()):
-        write_split_file(dataset, split_file_path(path))  # its sha256 is in the fingerprint: same path, same bytes
+        try:
+            write_split_file(dataset, split_file_path(path))  # its sha256 is in the fingerprint: same path, same bytes
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(split_file_path(path)) from None
+            raise
     if isinstance(store, Finished):
         done = "finished the interrupted HDF5 export of" if store.exported else "reusing finished cache"
         say(f"[green]{done}[/] {path} (fingerprint {digest[:12]}, every chunk verified); no backbone work done")
