@@ -82,6 +82,11 @@ def _copy_array(src: StoreReader, split: str, name: str, g) -> None:
         out[lo:hi] = verified.read(lo, hi)
 
 
+def unfinished(meta: dict) -> dict:
+    """``meta`` of a store being written again: not complete, no digest table (``finish`` gathers a new one)."""
+    return {**meta, "complete": False, "digests": {k: v for k, v in meta["digests"].items() if k != "chunks"}}
+
+
 def import_h5(h5_path: Path, work: Path, bad: dict[str, set[int]]) -> None:
     """Rebuild the Zarr working store from an HDF5 cache, leaving the ``bad`` chunks ({split: chunks})
     unwritten and not done, so the writer recomputes exactly those; the store appears whole or not at all."""
@@ -93,7 +98,7 @@ def import_h5(h5_path: Path, work: Path, bad: dict[str, set[int]]) -> None:
     tmp = work.with_name(f"{work.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         root = zarr.open_group(str(tmp), mode="w-")
-        root.attrs["medfm"] = {**meta, "complete": False}
+        root.attrs["medfm"] = unfinished(meta)
         with h5py.File(h5_path, "r") as f:
             for split in f.keys():
                 g, skip = root.create_group(split), bad.get(split, set())
@@ -119,4 +124,4 @@ def import_h5(h5_path: Path, work: Path, bad: dict[str, set[int]]) -> None:
         if is_disk_full(exc):
             raise disk_full_error(work, " (reopening the HDF5 cache for repair)") from None
         raise
-    write_meta(work, {**meta, "complete": False})
+    write_meta(work, unfinished(meta))

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from medfm.cache.digest import ChunkProblem
-from medfm.cache.export import export_h5, import_h5
+from medfm.cache.export import export_h5, import_h5, unfinished
 from medfm.cache.kinds import StoreKind
 from medfm.cache.lock import WriterLock
 from medfm.cache.store import (ZarrCacheWriter, check_matches, check_version, is_h5, read_meta, reader_for, target_meta,
@@ -236,4 +236,4 @@ def _reopen_for_repair(path: Path, work: Path, kind: StoreKind, meta: dict, bad:
     for split, cs in chunks.items():
         for c in cs:
             root[split]["done"][c] = 0
-    write_meta(path, {**meta, "complete": False})
+    write_meta(path, unfinished(meta))

@@ -314,7 +314,11 @@ class ZarrCacheWriter:
             raise
 
     def finish(self) -> None:
-        write_meta(self.path, {**read_meta(self.path), "complete": True})  # the on-disk metadata, not a cached copy
+        """Mark the store complete, with every chunk's digest gathered into the metadata (one JSON read
+        for readers instead of a tiny file per chunk; the per-chunk files stay, for resume and repair)."""
+        meta = read_meta(self.path)  # the on-disk metadata, not a cached copy
+        table = {s: _small_array(self.array(s, "digests"), lay.n_chunks, 0).tolist() for s, lay in self.layouts.items()}
+        write_meta(self.path, {**meta, "complete": True, "digests": {**meta["digests"], "chunks": table}})
 
 
 class BackgroundWriter:
@@ -399,11 +403,21 @@ class StoreReader:
             raise MedfmError(f"{self.KIND.what} {self.path}: {split}/{name} is missing",
                              f"re-create it with `{self.KIND.command}`") from None
 
+    def _stored_books(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The per-chunk done flags and digests as written (one tiny file each in Zarr)."""
+        done = self._array(split, "done")
+        digests = self._array(split, "digests")
+        return _small_array(done, done.shape[0], 0), _small_array(digests, digests.shape[0], 0)
+
     def _bookkeeping(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(done flags, digests [n_chunks, k]): a finished store's come from the table ``finish`` gathered."""
         if split not in self._books:
-            done = self._array(split, "done")
-            digests = self._array(split, "digests")
-            self._books[split] = (_small_array(done, done.shape[0], 0), _small_array(digests, digests.shape[0], 0))
+            table = self._digests.get("chunks", {}).get(split) if self.meta.get("complete") else None
+            if table is None:
+                self._books[split] = self._stored_books(split)
+            else:
+                digests = np.asarray(table, dtype=np.uint32).reshape(len(table), len(self._digests["columns"]))
+                self._books[split] = (np.ones(len(table), dtype=np.uint8), digests)
         return self._books[split]
 
     def data(self, split: str, name: str) -> VerifiedArray:
@@ -452,6 +466,12 @@ class StoreReader:
                     out.append(ChunkProblem(split, name, None, None, "does not match its recorded digest"))
             for name in self._digests["columns"]:
                 out += self.data(split, name).problems()
+            done, stored = self._stored_books(split)
+            books = self._bookkeeping(split)
+            if stored.shape != books[1].shape:
+                continue  # the table names another chunk count: every chunk already failed above
+            for c in np.flatnonzero((done != books[0]) | (stored != books[1]).any(axis=1)):
+                out.append(ChunkProblem(split, "digests", int(c), None, "disagrees with the digest table in the metadata"))
         return out
 
     def close(self) -> None:
