@@ -33,8 +33,8 @@ from medfm.cache.digest import ChunkProblem
 from medfm.cache.export import export_h5, import_h5, unfinished
 from medfm.cache.kinds import StoreKind
 from medfm.cache.lock import WriterLock
-from medfm.cache.store import (ZarrCacheWriter, check_matches, check_version, is_h5, read_meta, reader_for, target_meta,
-                               working_path)
+from medfm.cache.store import (ZarrCacheWriter, check_matches, check_version, is_h5, read_finished_meta, read_meta,
+                               reader_for, target_meta, working_path)
 from medfm.errors import MedfmError
 
 
@@ -180,7 +180,7 @@ def _finished(path, kind, fingerprint, inputs) -> tuple[dict, list[ChunkProblem]
     check_matches(path, meta, fingerprint, inputs, kind.fmt)
     if not (meta and meta.get("complete")):
         return None
-    check_version(path, meta, kind)
+    meta = read_finished_meta(path, kind)  # this format_version, every key readers use
     return meta, _verify(path, meta)
 
 
