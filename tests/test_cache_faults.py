@@ -257,3 +257,25 @@ def test_disk_full_during_zarr_write_and_h5_export(small_disk, reference, base):
     assert again.reused and again.extracted == 0  # the finished working store is exported, nothing recomputed
     assert_equals_reference(h5, reference)
     assert not h5.with_name("c.h5.partial.zarr").exists()
+
+
+def test_token_streaming_verifies_every_chunk_it_reads(tmp_path):
+    """The DeiT head streams tokens chunk by chunk (``TokenRows``); a swapped token chunk stops it."""
+    from test_cache import make_store
+
+    from medfm.probe.tokens import TokenRows
+
+    store = tmp_path / "t.zarr"
+    w, *_ = make_store(store, n=10, chunk_rows=4, tokens=True)
+    rng = np.random.default_rng(1)
+    feats, toks = rng.normal(size=(10, 6)).astype(np.float16), rng.normal(size=(10, 5, 6)).astype(np.float16)
+    for s in ("train", "test"):
+        for c, (lo, hi) in enumerate(((0, 4), (4, 8), (8, 10))):
+            w.write_chunk(s, c, feats[lo:hi], toks[lo:hi])
+    w.finish()
+    rows = TokenRows(FeatureCache(store).tokens("train"), np.array([1, 5, 6]))
+    assert np.array_equal(np.concatenate([x for x, _ in rows.batches(2)]), toks[[1, 5, 6]].astype(np.float32))
+    shutil.copy(chunk_file(store, "train", "tokens", 0), chunk_file(store, "train", "tokens", 1))
+    rows = TokenRows(FeatureCache(store).tokens("train"), np.array([1, 5, 6]))
+    with pytest.raises(MedfmError, match=r"train/tokens chunk 1 \(rows 4-7\) does not match its recorded digest"):
+        list(rows.batches(2))
