@@ -177,4 +177,9 @@ class ReportConfig(_Config):
     results: str | None = None  # results store to read [$MEDFM_RUNS/results.sqlite]
     out: str = "medfm-report"
     bootstrap: int = Field(1000, ge=0)  # resamples for the seed-pooled 95% CI
-    kind: str | None = None  # only probe / finetune rows
+    kind: Literal["probe", "finetune"] | None = Field(None, description="only probe or finetune rows")
+    dataset: list[str] = Field([], description="only these datasets (repeatable)")
+    fraction: list[float] = Field([], description="only these label budgets (repeatable)")
+    where: list[str] = Field([], description="only rows whose run identity has FIELD=VALUE, e.g. backbone=mobilenetv2, "
+                                             "weights=random, img_size=224, unfreeze=2/12 (repeatable; one field several "
+                                             "times = any of its values)")

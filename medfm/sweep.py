@@ -17,7 +17,6 @@ they are, nothing is duplicated, the rest are computed.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from medfm.paths import runs_root
 from medfm.presets import PRESETS
 from medfm.probe.heads import HEADS
 from medfm.registry import Registry
-from medfm.results import ResultsStore
+from medfm.results import ResultsStore, complete_run
 from medfm.ui import console, progress
 
 
@@ -271,23 +270,17 @@ def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], store: Results
         inputs = inputs or finetune_inputs(fcfg)
         key = finetune_run_key(fcfg, inputs)  # `out` is not part of the key
         fcfg = fcfg.model_copy(update={"out": str(job.folder(out_root, key))})
-        ran = not store.has(key) and not _store_finished(fcfg, key, store)
+        ran = not store.has(key) and not _store_finished(Path(fcfg.out), key, store)
         if ran:
             rec = run_finetune(fcfg)
             console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
         advance(job, ran)
 
 
-def _store_finished(cfg: FinetuneConfig, key: str, store: ResultsStore) -> bool:
+def _store_finished(out: Path, key: str, store: ResultsStore) -> bool:
     """A run folder that finished but whose row never reached this store (killed in between, or
     another --results): store its record instead of training again."""
-    done = Path(cfg.out) / "results.json"
-    if not done.exists():
+    if complete_run(out, key, store, "finetune") is None:
         return False
-    record = json.loads(done.read_text())
-    if record.get("run_key") != key:
-        return False
-    store.append(record, key, kind="finetune")
-    console.print(f"  stored the finished fine-tune in {done.parent} (its row was not in {store.path})")
+    console.print(f"  stored the finished fine-tune in {out} (its row was not in {store.path})")
     return True
-
