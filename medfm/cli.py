@@ -220,6 +220,9 @@ def report(
     out: Annotated[Optional[str], typer.Option(help="output folder [medfm-report]")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="resamples for the seed-pooled 95% CI [1000]")] = None,
     kind: Annotated[Optional[str], typer.Option(help="only probe or finetune rows")] = None,
+    dataset: Annotated[Optional[list[str]], typer.Option(help="only these datasets (repeatable)")] = None,
+    fraction: Annotated[Optional[list[float]], typer.Option(help="only these label budgets (repeatable)")] = None,
+    where: Annotated[Optional[list[str]], typer.Option(help="only rows whose run identity has FIELD=VALUE, e.g. backbone=mobilenetv2, weights=random, img_size=224 (repeatable)")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ):
