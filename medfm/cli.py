@@ -422,6 +422,27 @@ def datasets_inspect(
 
 
 @app.command()
+def metrics(as_json: JsonOpt = False):
+    """List the metric registry: name, the task kinds it applies to, what it measures."""
+    from medfm.metrics import METRICS
+
+    rows = [{"name": m.name, "tasks": list(m.tasks), "description": m.description} for _, m in METRICS.items()]
+    if as_json:
+        _emit({"metrics": rows}, True)
+        return
+    from rich.table import Table
+
+    from medfm.ui import stdout_console
+
+    t = Table(title=f"{len(rows)} metrics (--metric NAME; a dataset's headline metric is its default)")
+    for col in ("name", "tasks", "what it measures"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], ", ".join(r["tasks"]), r["description"])
+    stdout_console().print(t)
+
+
+@app.command()
 def version():
     """Print medfm's version."""
     from medfm import __version__
