@@ -74,6 +74,36 @@ def _batch_size(value):
 BatchSize = Annotated[int | Literal["auto"], BeforeValidator(_batch_size)]
 
 
+def _img_sizes(value):
+    """One size (64) or sizes per backbone ('dinov2_vits14=56,mobilenetv2=64', or a mapping); each >= 16."""
+    if value is None or isinstance(value, dict):
+        sizes = value
+    elif isinstance(value, str) and "=" in value:
+        sizes = {}
+        for item in value.split(","):
+            name, sep, size = item.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"{item!r} is not BACKBONE=SIZE")
+            sizes[name.strip()] = size.strip()
+    else:
+        sizes = {"": value}
+    if sizes is None:
+        return None
+    out = {}
+    for name, size in sizes.items():
+        try:
+            number = int(size)
+        except (TypeError, ValueError):
+            raise ValueError(f"image size {size!r} is not a whole number") from None
+        if number < 16 or isinstance(size, bool) or number != float(size):
+            raise ValueError(f"image size {size!r} must be a whole number >= 16")
+        out[name] = number
+    return out[""] if "" in out else out
+
+
+ImgSizes = Annotated[int | dict[str, int] | None, BeforeValidator(_img_sizes)]
+
+
 class _BackboneDatasetConfig(_Config):
     """The keys that say which backbone runs on which dataset and split: one definition for extract and finetune.
 
@@ -159,9 +189,13 @@ class SweepConfig(_Config):
     seeds: list[int] = []  # [0]
     weights: dict[str, str] = {}  # backbone -> checkpoint PATH or 'random' (others: official weights)
     data_root: str | None = None
-    img_size: int | None = Field(None, ge=16)  # one input size for every backbone [each backbone's default]
+    img_size: ImgSizes = Field(None, description="input size: one for every backbone (64), or per backbone "
+                                                  "(dinov2_vits14=56,mobilenetv2=64; others: their default) [each backbone's default]")
+    grey: Literal["repeat", "red"] = Field("repeat", description="grey images: repeated to RGB, or through the stem's red filter only")
     tokens: bool | None = None  # store patch tokens [auto: when a head needs them]
-    extract_batch_size: int = Field(64, ge=1)
+    extract_batch_size: BatchSize = Field(64, description="images per forward pass when extracting, or 'auto'")
+    keep_going: bool = Field(False, description="a row that fails is recorded (with its error) and the sweep goes on; "
+                                                "the summary lists the failures and the exit status is 2")
     device: str = "auto"
     results: str | None = None  # results store [$MEDFM_RUNS/results.sqlite]
     out: str | None = None  # folder of per-row run folders (probes and fine-tunes) [$MEDFM_RUNS/sweep/<name>]
