@@ -153,7 +153,7 @@ def sweep(
     seeds: Annotated[Optional[str], typer.Option(help="seeds, e.g. 0,1,2 [0]")] = None,
     weights: Annotated[Optional[list[str]], typer.Option(help="BACKBONE=PATH|random (repeatable); others: official weights")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="folder holding registry datasets")] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="input size for every backbone [each backbone's default]")] = None,
+    img_size: Annotated[Optional[str], typer.Option(help="input size: one for every backbone (64), or per backbone (dinov2_vits14=56,mobilenetv2=64) [each backbone's default]")] = None,
     tokens: Annotated[Optional[bool], typer.Option("--tokens/--no-tokens", help="store patch tokens [auto: when a head needs them]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
     results: Annotated[Optional[str], typer.Option(help="results store [$MEDFM_RUNS/results.sqlite]")] = None,
@@ -166,6 +166,7 @@ def sweep(
     deit_weights: Annotated[Optional[str], typer.Option(help="deit head: ImageNet DeiT-B checkpoint")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="test bootstrap resamples per probe")] = None,
     plan_only: Annotated[Optional[bool], typer.Option("--plan", help="print the plan, run nothing")] = None,
+    keep_going: Annotated[Optional[bool], typer.Option("--keep-going", help="record a failing row (with its error) and go on; exit status 2 when any failed")] = None,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="list the presets and exit")] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -201,9 +202,9 @@ def sweep(
     opts = {"preset": preset, "backbones": _csv(backbones), "datasets": _csv(datasets), "heads": _csv(heads),
             "fractions": _csv(fractions, float), "seeds": _csv(seeds, int), "weights": pairs or None,
             "data_root": data_root, "img_size": img_size, "tokens": tokens, "device": device, "results": results,
-            "out": out, "probe": probe_opts or None, "plan_only": plan_only, "scenarios": _csv(scenarios),
+            "out": out, "probe": probe_opts or None, "plan_only": plan_only, "keep_going": keep_going, "scenarios": _csv(scenarios),
             "unfreeze": _csv(unfreeze, lambda u: int(u) if u.lstrip("-").isdigit() else u), "finetune": ft_opts or None}
-    from medfm.sweep import run_sweep  # after --list-presets: it imports the probe heads (torch)
+    from medfm.sweep import raise_for_failures, run_sweep  # after --list-presets: it imports the probe heads (torch)
 
     summary = run_sweep(SweepConfig.load(config, opts))
     if as_json:
@@ -212,6 +213,7 @@ def sweep(
         p, f = summary["probes"], summary["finetunes"]
         typer.echo(f"{p['planned']} probes + {f['planned']} fine-tunes planned, {p['ran']} + {f['ran']} run, "
                    f"{p['skipped']} + {f['skipped']} already done; results: {summary['results']}")
+    raise_for_failures(summary)
 
 
 @app.command()
