@@ -24,7 +24,8 @@ PROBE_NOT_SETTINGS = ("cache", "out", "results", "overwrite", "device", "seed", 
 # fine-tune settings that are identity fields of their own (the rest of the run key's settings are the
 # fine-tune's settings; where it writes and how it is launched are in neither)
 FINETUNE_OWN_FIELDS = ("backbone", "dataset", "weights", "img_size", "feature", "split_seed", "head", "fraction",
-                       "unfreeze", "metric", "seed", "grey")
+                       "unfreeze", "metric", "seed", "grey",
+                       "out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model")
 GREY_BY_CHANNELS = {"grey repeated to RGB": "repeat", "grey through the stem's red-channel filter only (1-channel stem)": "red"}
 # what the old rows of a store did not record (the report names them)
 NOT_IN_OLD_ROWS = ("grey mode", "layers", "dataset content", "head settings other than the chosen grid")
@@ -69,6 +70,7 @@ def probe_identity(settings: dict, cache_meta: dict, metric: str, head_reads_tok
         "head_settings": {k: v for k, v in settings.items() if k not in PROBE_NOT_SETTINGS},
         "fraction": float(settings["fraction"]),
         "unfreeze": None,
+        "blocks": None,
         "finetune": None,
     }
 
@@ -92,7 +94,8 @@ def finetune_identity(settings: dict, dataset: str, dataset_identity: dict, back
         "head": settings["head"],
         "head_settings": {k: ft.pop(k) for k in head_keys if k in ft},
         "fraction": float(settings["fraction"]),
-        "unfreeze": f"{unfreeze}/{blocks}",
+        "unfreeze": unfreeze,  # blocks trained ('all' is stored as the block count: the same run)
+        "blocks": blocks,
         "finetune": ft,
     }
 
@@ -128,6 +131,7 @@ def derived_identity(record: dict) -> dict:
         "head_settings": head_settings,
         "fraction": float(record.get("fraction", 1.0)),
         "unfreeze": record.get("unfreeze") if kind == "finetune" else None,
+        "blocks": record.get("blocks") if kind == "finetune" else None,
         "finetune": record.get("hyperparameters") if kind == "finetune" else None,
     }
 
@@ -181,14 +185,15 @@ _BACKBONE_TOKENS = {
     "dtype": lambda v, i: v,
     "pixels": lambda v, i: f"pixels{v}" if v else None,
     "tokens": lambda v, i: f"tokens={v}" if v else None,
-    "unfreeze": lambda v, i: f"u{str(v).split('/')[0]}" if v is not None else None,
+    "unfreeze": lambda v, i: f"u{v}" if v is not None else None,
     "identity_version": lambda v, i: "(old row)" if v == 0 else None,
 }
 COLUMN_FIELDS = ("kind", "dataset", "metric", "fraction", "backbone", "head")
 
 
 def distinguishing_fields(identities: list[dict]) -> list[str]:
-    """The identity fields (flattened) whose values differ among ``identities``."""
+    """The identity fields (flattened) whose values differ among ``identities`` (compare rows of one kind:
+    probe and fine-tune identities have different settings)."""
     flats = [flat_identity(i) for i in identities]
     keys = sorted({k for f in flats for k in f})
 

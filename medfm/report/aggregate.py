@@ -75,9 +75,13 @@ def group_rows(records: list[dict], n_boot: int = 1000) -> list[Group]:
 
 def _label(groups: list[Group]) -> None:
     """Labels showing only what distinguishes groups; a hash where two would still read the same."""
-    varying = distinguishing_fields([g.identity for g in groups])
+    by_kind: dict[str, list[Group]] = defaultdict(list)
     for g in groups:
-        g.label, g.backbone_label = run_label(g.identity, varying), backbone_label(g.identity, varying)
+        by_kind[g.kind].append(g)
+    for same_kind in by_kind.values():  # probes are told apart from probes, fine-tunes from fine-tunes
+        varying = distinguishing_fields([g.identity for g in same_kind])
+        for g in same_kind:
+            g.label, g.backbone_label = run_label(g.identity, varying), backbone_label(g.identity, varying)
     seen: dict[tuple, set[str]] = defaultdict(set)
     for g in groups:
         seen[(g.kind, g.dataset, g.metric, g.fraction, g.label)].add(g.key)
