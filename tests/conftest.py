@@ -147,6 +147,7 @@ def pneu_tiny_cache(pneu_subset, mobilenet_weights, tmp_path_factory) -> Path:
     from medfm.config import ExtractConfig
     from medfm.extract import run_extract
 
-    out = tmp_path_factory.mktemp("tiny-cache") / "mobilenetv2-32.zarr"
-    return run_extract(ExtractConfig(backbone="mobilenetv2", dataset=str(pneu_subset), img_size=32, num_workers=0,
-                                     cache=str(out))).cache
+    root = tmp_path_factory.mktemp("tiny-cache")
+    with pytest.MonkeyPatch.context() as mp:  # at its default path there, so a sweep given this MEDFM_CACHE reuses it
+        mp.setenv("MEDFM_CACHE", str(root))
+        return run_extract(ExtractConfig(backbone="mobilenetv2", dataset=str(pneu_subset), img_size=32, num_workers=0)).cache
