@@ -68,11 +68,12 @@ class Job:
         return f"{self.dataset}/{self.backbone}/{self.head}{depth} f={self.fraction:g} seed={self.seed}"
 
     def folder(self, out_root: Path, key: str = "") -> Path:
-        """The row's run folder, a function of the row (and of its run key for fine-tunes): a rerun finds a
-        killed fine-tune's checkpoints there, and one with other settings gets a folder of its own."""
-        name = f"{self.head}-f{self.fraction:g}-s{self.seed}"
+        """The row's run folder, a function of the row and its run key: a rerun finds a killed fine-tune's
+        checkpoints, or a finished run whose row is missing, there; a row with other settings (another image
+        size, weights, probe settings) gets a folder of its own, so no run's results.json is replaced."""
+        name = f"{self.head}-f{self.fraction:g}-s{self.seed}-{key[:10]}"
         if self.unfreeze is not None:
-            name = f"finetune-u{self.unfreeze}-{name}-{key[:10]}"
+            name = f"finetune-u{self.unfreeze}-{name}"
         return out_root / _safe(self.dataset) / self.backbone / name
 
 
@@ -319,10 +320,11 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
     cache = FeatureCache(ex.cache)
     for job in jobs:
         pcfg = ProbeConfig(**{**grid["probe"], "cache": str(ex.cache), "head": job.head, "fraction": job.fraction,
-                              "seed": job.seed, "results": str(store.path), "device": cfg.device, "overwrite": True,
-                              "out": str(job.folder(out_root))})
+                              "seed": job.seed, "results": str(store.path), "device": cfg.device})
         try:
-            ran = not store.has(probe_run_key(pcfg, cache))
+            key = probe_run_key(pcfg, cache)  # `out` is not part of the key
+            pcfg = pcfg.model_copy(update={"out": str(job.folder(out_root, key))})
+            ran = not store.has(key)
             if ran:
                 rec = run_probe(pcfg)
                 console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
