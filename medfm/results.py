@@ -8,9 +8,10 @@ rerun. Writes are single transactions (WAL journal), so a kill never leaves half
 waits for a busy store (SQLite's busy timeout, then retries) instead of failing.
 
 A store is created whole (schema written into a temporary file, then linked into place), and marked
-with medfm's SQLite ``application_id``; any other file given as a store (random bytes, a truncated
-or foreign SQLite file, a wrong schema, an empty file) is refused with one line before a run trains.
-Readers (``medfm report``) open it read-only and never create or change a file.
+with medfm's SQLite ``application_id``; an empty (0-byte) file is made a store in place by a writer
+(it holds nothing to lose). Any other file given as a store (random bytes, a truncated or foreign
+SQLite file, a wrong schema) is refused with one line before a run trains. Readers (``medfm
+report``) open a store read-only, refuse an empty file, and never create or change a file.
 
 A run writes its ``results.json`` first, then its row (``finish_run``). A run killed between the two
 leaves a finished folder without a row; rerunning it finds that folder (``finished_record``) and
@@ -78,7 +79,7 @@ def check_store_file(path: Path) -> None:
     with open(path, "rb") as f:
         header = f.read(100)
     if not header:
-        raise _not_a_store(path, "an empty file; medfm creates its stores whole, so this one is not medfm's")
+        raise _not_a_store(path, "an empty file, with no results in it")
     if not header.startswith(SQLITE_HEADER) or len(header) < 100:
         raise _not_a_store(path, "not an SQLite database")
     try:
@@ -98,6 +99,20 @@ def check_store_file(path: Path) -> None:
         raise _not_a_store(path, f"its results table has columns {', '.join(cols)}, not medfm's")
 
 
+def _init_empty(path: Path) -> None:
+    """Make an empty (0-byte) file a store, in place: it holds nothing to lose (an SQLite client that only
+    looked at a path leaves one). One transaction; a store another writer made meanwhile is left as it is."""
+    with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as con:
+        con.execute("BEGIN IMMEDIATE")
+        if con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
+            con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                con.execute(statement)
+        con.execute("COMMIT")
+        con.execute("PRAGMA journal_mode=WAL")
+
+
 def _create(path: Path) -> None:
     """Write a new store beside ``path`` and link it into place: a store exists whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +128,9 @@ def _create(path: Path) -> None:
             os.link(tmp, path)  # fails if another process created it first: theirs is used
         except FileExistsError:
             pass
+        except OSError:  # a file system without hard links: a rename, unless a store appeared meanwhile
+            if not path.exists():
+                os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -130,6 +148,8 @@ class ResultsStore:
                 raise MedfmError(f"results store {self.path} not found",
                                  "pass --results FILE (the SQLite file probes and sweeps write)")
             _create(self.path)
+        elif not readonly and self.path.stat().st_size == 0:
+            _init_empty(self.path)
         check_store_file(self.path)
 
     def _connect(self) -> sqlite3.Connection:
@@ -196,9 +216,9 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 def finish_run(out: Path, record: dict, store: ResultsStore, kind: str) -> dict:
     """Write ``results.json``, then the row: a kill between the two leaves a finished folder whose rerun
     stores the row (``complete_run``); the reverse (a row without its folder's results) cannot happen."""
+    record["results_store"] = str(store.path)  # in results.json too: a rerun completes the row in this store only
     write_json_atomic(out / "results.json", record)
     record["stored"] = store.append(record, record["run_key"], kind=kind)
-    record["results_store"] = str(store.path)
     return record
 
 
@@ -214,11 +234,15 @@ def finished_record(out: Path, key: str) -> dict | None:
     return record if record.get("run_key") == key else None
 
 
-def complete_run(out: Path, key: str, store: ResultsStore, kind: str) -> dict | None:
+def complete_run(out: Path, key: str, store: ResultsStore, kind: str, any_store: bool = False) -> dict | None:
     """A finished run whose row is missing from ``store``: store the row from its results.json and return the
-    record (``completed``: True). None when ``out`` holds no finished run of ``key`` or the row is stored."""
+    record (``completed``: True). None when ``out`` holds no finished run of ``key``, the row is stored, or
+    (unless ``any_store``: a sweep gathering finished folders into its store) the run wrote to another store."""
     record = finished_record(out, key)
     if record is None or store.has(key):
+        return None
+    meant = record.get("results_store")
+    if not any_store and (meant is None or Path(meant).resolve() != store.path.resolve()):
         return None
     record["stored"] = store.append(record, key, kind=kind)
     record["results_store"] = str(store.path)

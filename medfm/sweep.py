@@ -363,7 +363,7 @@ def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, 
 def _store_finished(out: Path, key: str, store: ResultsStore) -> bool:
     """A run folder that finished but whose row never reached this store (killed in between, or
     another --results): store its record instead of training again."""
-    if complete_run(out, key, store, "finetune") is None:
+    if complete_run(out, key, store, "finetune", any_store=True) is None:
         return False
     console.print(f"  stored the finished fine-tune in {out} (its row was not in {store.path})")
     return True

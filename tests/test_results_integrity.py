@@ -168,8 +168,6 @@ def test_default_run_folders_are_unique_even_for_one_run_started_many_times_at_o
 def _files(tmp_path) -> dict:
     random_bytes = tmp_path / "random.sqlite"
     random_bytes.write_bytes(os.urandom(8192))
-    empty = tmp_path / "empty.sqlite"
-    empty.write_bytes(b"")
     foreign = tmp_path / "foreign.sqlite"
     with sqlite3.connect(foreign) as con:
         con.execute("CREATE TABLE patients (id INTEGER, name TEXT)")
@@ -182,8 +180,7 @@ def _files(tmp_path) -> dict:
     truncated = tmp_path / "truncated.sqlite"
     data = (tmp_path / "good.sqlite").read_bytes()
     truncated.write_bytes(data[: len(data) // 2 + 100])
-    return {"random bytes": random_bytes, "empty": empty, "foreign": foreign, "wrong schema": wrong,
-            "truncated": truncated}
+    return {"random bytes": random_bytes, "foreign": foreign, "wrong schema": wrong, "truncated": truncated}
 
 
 def _digest(path) -> str:
@@ -204,6 +201,19 @@ def test_report_and_probe_refuse_files_that_are_not_results_stores_and_leave_the
     assert not (tmp_path / "report").exists() and not (runs / "probe").exists()
     with sqlite3.connect(tmp_path / "foreign.sqlite") as con:  # nothing written into it
         assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["patients"]
+
+
+def test_an_empty_file_is_refused_by_the_report_untouched_and_made_a_store_by_a_writer(tmp_path):
+    """An empty file holds nothing to lose (an SQLite client that only looked at a path leaves one): the report
+    refuses it without writing; a probe, fine-tune or sweep makes it a store in place."""
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    with pytest.raises(MedfmError, match="is not a medfm results store .an empty file"):
+        run_report(ReportConfig(results=str(empty), out=str(tmp_path / "report")))
+    assert empty.stat().st_size == 0 and not (tmp_path / "report").exists()
+    assert len(ResultsStore(empty)) == 0
+    with sqlite3.connect(empty) as con:
+        assert con.execute("PRAGMA application_id").fetchone()[0] == 0x6D656466
 
 
 def test_cli_report_on_a_foreign_sqlite_file_is_one_line_and_exit_2(cli, tmp_path):
