@@ -186,7 +186,9 @@ def check_rows(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool) -> d
 
     for d, b in dict.fromkeys((j.dataset, j.backbone) for j in jobs):
         ds = attempt(datasets, d, lambda: create_dataset(d, cfg.data_root, check_images=False))
-        spec = attempt(backbones, b, lambda: resolve_backbone(b, cfg.weights.get(b), img_size_for(grid, b), grey=cfg.grey))
+        # --plan downloads nothing: official weights are then checked as far as random init (size, feature, ...)
+        weights = cfg.weights.get(b) or ("random" if cfg.plan_only else None)
+        spec = attempt(backbones, b, lambda: resolve_backbone(b, weights, img_size_for(grid, b), grey=cfg.grey))
         pair = [j for j in jobs if (j.dataset, j.backbone) == (d, b)]
         try:
             for found in (spec, ds):
