@@ -2,7 +2,8 @@
 
 Every row is a real run on real images: MobileNetV2 over the 128-image PneumoniaMNIST subset, probed off
 caches extracted with ImageNet weights at 32 px (two seeds), random weights at 32 px and ImageNet weights
-at 64 px, and fine-tuned (1 epoch) with 0 and 1 blocks unfrozen, all into one results store.
+at 64 px, and fine-tuned (1 epoch) with 0 and 1 blocks unfrozen, all into one results store. The second
+fine-tune is killed between its two writes and rerun (issue 13.4).
 """
 
 import json
@@ -36,15 +37,42 @@ def store(pneu_subset, pneu_tiny_cache, tmp_path_factory):
         for seed in (0, 1) if (weights, size) == ("pretrained", 32) else (0,):
             run_probe(ProbeConfig(cache=str(cache), seed=seed, results=path, out=str(root / f"p-{weights}-{size}-{seed}"),
                                   **PROBE))
+    import medfm.results as results
+
     for unfreeze in (0, 1):
-        run_finetune(FinetuneConfig(backbone="mobilenetv2", dataset=str(pneu_subset), img_size=32, unfreeze=unfreeze,
-                                    epochs=1, batch_size=32, warmup_steps=0, num_workers=0, save_model=False,
-                                    results=path, out=str(root / f"ft-u{unfreeze}")))
-    return path
+        ft = FinetuneConfig(backbone="mobilenetv2", dataset=str(pneu_subset), img_size=32, unfreeze=unfreeze, epochs=1,
+                            batch_size=32, warmup_steps=0, num_workers=0, save_model=False, results=path)
+        if unfreeze == 0:
+            run_finetune(ft.model_copy(update={"out": str(root / "ft-u0")}))
+            continue
+        # the u1 fine-tune is killed between its two writes (default run folder), then rerun: issue 13.4
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MEDFM_RUNS", str(root / "runs"))
+            with pytest.MonkeyPatch.context() as fault:
+                def killed(*args, **kwargs):
+                    raise RuntimeError("killed")
+
+                fault.setattr(results.ResultsStore, "append", killed)
+                with pytest.raises(RuntimeError, match="killed"):
+                    run_finetune(ft)
+            folders = list((root / "runs" / "finetune").iterdir())
+            rows_before = len(ResultsStore(path).records(kind="finetune"))
+            completed = run_finetune(ft)
+            folders_after = list((root / "runs" / "finetune").iterdir())
+    return {"path": path, "killed_ft": (folders, rows_before, completed, folders_after)}
+
+
+def test_a_finetune_killed_between_its_two_writes_is_completed_by_its_rerun(store):
+    folders, rows_before, completed, folders_after = store["killed_ft"]
+    assert len(folders) == 1 and folders_after == folders  # found again, not trained into a new folder
+    assert rows_before == 1 and completed["completed"] is True and completed["stored"] is True
+    assert json.loads((folders[0] / "results.json").read_text())["test"] == completed["test"]
+    (row,) = ResultsStore(store["path"]).records(run_key=completed["run_key"])
+    assert row["test"] == completed["test"] and row["unfreeze"] == 1
 
 
 def test_weights_image_size_and_unfreeze_depth_are_separate_report_rows(store):
-    records = ResultsStore(store, readonly=True).records()
+    records = ResultsStore(store["path"], readonly=True).records()
     assert len(records) == 6 and all(r["identity"] and r["identity_sha256"] for r in records)
     groups = {g.label: g for g in group_rows(records, n_boot=0)}
     assert sorted(groups) == ["mobilenetv2 (random init) @32 + linear", "mobilenetv2 @32 + linear",
@@ -62,7 +90,7 @@ def test_weights_image_size_and_unfreeze_depth_are_separate_report_rows(store):
 def test_old_rows_are_grouped_by_what_they_recorded_and_never_with_new_rows(store, tmp_path):
     """A store written before identities existed (the old schema, no identity in the records) still reports;
     its rows form their own groups, labelled as old rows."""
-    records = ResultsStore(store, readonly=True).records()
+    records = ResultsStore(store["path"], readonly=True).records()
     old = tmp_path / "old.sqlite"
     with sqlite3.connect(old) as con:  # exactly what medfm wrote before: schema only, no application id
         con.executescript(SCHEMA)
@@ -82,7 +110,7 @@ def test_old_rows_are_grouped_by_what_they_recorded_and_never_with_new_rows(stor
 
 
 def test_report_filters_select_by_identity_fields(store, tmp_path):
-    records = ResultsStore(store, readonly=True).records()
+    records = ResultsStore(store["path"], readonly=True).records()
 
     def pick(**kw):
         return select_rows(records, ReportConfig(**kw))
@@ -96,4 +124,4 @@ def test_report_filters_select_by_identity_fields(store, tmp_path):
     with pytest.raises(MedfmError, match="no such field.*backbone"):
         pick(where=["backbnoe=mobilenetv2"])
     with pytest.raises(MedfmError, match="no rows matching the filters"):
-        run_report(ReportConfig(results=store, out=str(tmp_path / "r"), where=["backbone=dinov2_vits14"]))
+        run_report(ReportConfig(results=store["path"], out=str(tmp_path / "r"), where=["backbone=dinov2_vits14"]))

@@ -11,7 +11,7 @@ import pytest
 from medfm.config import SweepConfig
 from medfm.errors import MedfmError
 from medfm.results import ResultsStore
-from medfm.sweep import run_sweep
+from medfm.sweep import raise_for_failures, run_sweep
 
 
 def grid(pneu_subset, dinov2_s_weights, tmp_path, **kw) -> SweepConfig:
@@ -45,23 +45,27 @@ def test_per_backbone_image_sizes_pass_the_checks(pneu_subset, dinov2_s_weights,
     assert set(plan["status"].values()) == {"ok"} and plan["failed"] == []
 
 
-def test_keep_going_records_the_failing_rows_finishes_the_rest_and_exits_2(cli, pneu_subset, dinov2_s_weights,
-                                                                          pneu_tiny_cache, tmp_path):
-    cli.env["MEDFM_CACHE"] = str(pneu_tiny_cache.parent.parent)  # the mobilenetv2 rows reuse the session's tiny cache
-    store = tmp_path / "results.sqlite"
-    proc = cli("sweep", "--backbones", "mobilenetv2,dinov2_vits14", "--weights", f"dinov2_vits14={dinov2_s_weights}",
-               "--datasets", pneu_subset, "--seeds", "0,1", "--img-size", 32, "--epochs", 3, "--bootstrap", 0,
-               "--results", store, "--out", tmp_path / "sweep", "--keep-going", "--json", ok=False)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("medfm: error:")]
-    assert len(errors) == 1 and "2 of 4 sweep rows failed" in errors[0] and "patch size 14" in errors[0]
-    summary = json.loads(proc.stdout)
+def test_keep_going_records_the_failing_rows_and_finishes_the_rest(pneu_subset, dinov2_s_weights, pneu_tiny_cache,
+                                                                   tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDFM_CACHE", str(pneu_tiny_cache.parent.parent))  # the mobilenetv2 rows reuse the tiny cache
+    summary = run_sweep(grid(pneu_subset, dinov2_s_weights, tmp_path, keep_going=True))
     assert [(f["backbone"], f["seed"]) for f in summary["failed"]] == [("dinov2_vits14", 0), ("dinov2_vits14", 1)]
     assert all("patch size 14" in f["error"] for f in summary["failed"])
     assert summary["probes"] == {"planned": 4, "ran": 2, "skipped": 0}
     assert summary["caches"] == {f"{pneu_subset}/mobilenetv2": str(pneu_tiny_cache)}
-    assert sorted((r["backbone"], r["seed"]) for r in ResultsStore(store).records()) == [("mobilenetv2", 0),
-                                                                                         ("mobilenetv2", 1)]
+    assert sorted((r["backbone"], r["seed"]) for r in ResultsStore(tmp_path / "results.sqlite").records()) == [
+        ("mobilenetv2", 0), ("mobilenetv2", 1)]
+    with pytest.raises(MedfmError, match="2 of 4 sweep rows failed .first: .*patch size 14"):
+        raise_for_failures(summary)  # what the CLI exits with
+
+
+def test_cli_keep_going_with_failures_prints_the_summary_and_exits_2_with_one_line(cli, pneu_subset, tmp_path):
+    proc = cli("sweep", "--backbones", "dinov2_vits14", "--datasets", pneu_subset, "--seeds", "0,1", "--img-size", 30,
+               "--results", tmp_path / "results.sqlite", "--keep-going", "--json", ok=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("medfm: error:")]
+    assert len(errors) == 1 and "2 of 2 sweep rows failed" in errors[0] and "patch size 14" in errors[0]
+    assert "Traceback" not in proc.stderr and len(json.loads(proc.stdout)["failed"]) == 2
 
 
 def test_medfm_metrics_lists_the_registry_the_unknown_metric_error_points_at():
