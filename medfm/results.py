@@ -74,8 +74,15 @@ def _not_a_store(path: Path, why: str) -> MedfmError:
                       "pass --results a new path (medfm creates the store) or an existing medfm results store")
 
 
+_CHECKED: set[tuple[int, int]] = set()  # (device, inode) of stores this process has checked in full
+
+
 def check_store_file(path: Path) -> None:
-    """Refuse a file that is not a medfm results store, reading it only."""
+    """Refuse a file that is not a medfm results store, reading it only. Header, application id and schema are
+    checked on every open; the page-by-page integrity check once per process and file (a sweep opens its store
+    for every row)."""
+    stat = path.stat()
+    full = (stat.st_dev, stat.st_ino) not in _CHECKED
     with open(path, "rb") as f:
         header = f.read(100)
     if not header:
@@ -86,17 +93,20 @@ def check_store_file(path: Path) -> None:
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)) as con:
             app_id = con.execute("PRAGMA application_id").fetchone()[0]
             cols = tuple(r[1] for r in con.execute("PRAGMA table_info(results)"))
-            con.execute("PRAGMA quick_check(1)").fetchone()
-            if cols:
+            damage = con.execute("PRAGMA quick_check(1)").fetchone()[0] if full else "ok"
+            if full and cols:
                 con.execute("SELECT COUNT(*) FROM results").fetchone()
     except sqlite3.DatabaseError as exc:
         raise _not_a_store(path, f"unreadable SQLite: {exc}") from None
+    if damage != "ok":
+        raise _not_a_store(path, f"a damaged SQLite file: {damage}")
     if app_id not in (0, APPLICATION_ID):
         raise _not_a_store(path, f"an SQLite file of another application (application_id {app_id:#x})")
     if not cols:
         raise _not_a_store(path, "an SQLite database without a results table")
     if cols != COLUMNS:
         raise _not_a_store(path, f"its results table has columns {', '.join(cols)}, not medfm's")
+    _CHECKED.add((stat.st_dev, stat.st_ino))
 
 
 def _init_empty(path: Path) -> None:
