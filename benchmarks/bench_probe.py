@@ -22,7 +22,7 @@ import torch
 from medfm.cache import FeatureCache
 from medfm.config import ExtractConfig, ProbeConfig
 from medfm.extract import run_extract
-from medfm.probe.linear import FeatureScaler, LinearProbe
+from medfm.heads.linear import FeatureScaler, LinearProbe
 from medfm.probe.runner import load_splits
 
 

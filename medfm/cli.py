@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from medfm.config_cli import config_command
 from medfm.errors import MedfmError
 
 app = typer.Typer(
@@ -34,38 +35,19 @@ def _emit(record: dict, as_json: bool, table=None) -> None:
         stdout_console().print(table)
 
 
-@app.command()
-def extract(
-    backbone: Annotated[Optional[str], typer.Option(help="backbone name (`medfm backbones`)")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="dataset name (`medfm datasets`), CSV manifest or image folder")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="PATH to a local checkpoint, 'random', or omit for the official weights")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="folder holding registry datasets [$MEDFM_DATA, ../shared/data]")] = None,
-    cache: Annotated[Optional[str], typer.Option(help="cache path (.zarr dir or .h5 file) [$MEDFM_CACHE/<dataset>/...]")] = None,
-    format: Annotated[Optional[str], typer.Option(help="zarr (default) or h5")] = None,
-    tokens: Annotated[Optional[bool], typer.Option("--tokens/--no-tokens", help="also store patch tokens")] = None,
-    feature: Annotated[Optional[str], typer.Option(help="pooled feature kind: cls, mean, cls+mean, pooled")] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="input size (ViTs resample their position embedding)")] = None,
-    grey: Annotated[Optional[str], typer.Option(help="grey images: repeat (to RGB, default) or red (the stem's red-channel filter only, as study 1's 1-channel stem)")] = None,
-    layers: Annotated[Optional[int], typer.Option(help="--feature of each of the last k blocks, concatenated [1]")] = None,
-    batch_size: Annotated[Optional[str], typer.Option(help="images per forward pass, or 'auto' (GPU: the largest power of two that fits memory; CPU: 64) [64]")] = None,
-    num_workers: Annotated[Optional[int], typer.Option(help="image-decoding worker processes [auto]")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the backbone's forward pass (same features; compiles before the run, tens of seconds)")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="stored feature dtype: float16 (default) or float32")] = None,
-    split_seed: Annotated[Optional[int], typer.Option(help="seed of any split medfm makes [0]")] = None,
-    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="continue an interrupted extraction [on]")] = None,
-    chunk_rows: Annotated[Optional[int], typer.Option(help="rows per resumable chunk, a multiple of --batch-size [auto]")] = None,
-    skip_bad: Annotated[Optional[bool], typer.Option("--skip-bad", help="skip rows whose file is missing/unreadable or label unknown (each listed on the log)")] = None,
-    pixels: Annotated[Optional[str], typer.Option(help="pixel cache from `medfm prepare`: PATH, or 'none' [auto: a matching one under $MEDFM_CACHE]")] = None,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-):
+CONFIG_PARAMS = {"config": (ConfigOpt, None), "as_json": (JsonOpt, False)}  # CLI-only options of every config command
+
+
+from medfm.config import (  # noqa: E402 (pydantic only: `medfm --help` does not import torch)
+    ExtractConfig, FinetuneConfig, PrepareConfig, ProbeConfig, ReportConfig, SweepConfig)
+
+
+@config_command(app, ExtractConfig, extra=CONFIG_PARAMS)
+def extract(settings: dict, config: str | None, as_json: bool):
     """Run a frozen backbone once over a dataset and write a fingerprinted feature cache."""
-    opts = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
-    from medfm.config import ExtractConfig
     from medfm.extract import run_extract
 
-    result = run_extract(ExtractConfig.load(config, opts))
+    result = run_extract(ExtractConfig.load(config, settings))
     if result.rank:
         return  # under torchrun only rank 0 prints
     if as_json:
@@ -74,166 +56,70 @@ def extract(
         typer.echo(str(result.cache))
 
 
-@app.command()
-def prepare(
-    dataset: Annotated[Optional[str], typer.Option(help="dataset name (`medfm datasets`), CSV manifest or image folder")] = None,
-    size: Annotated[Optional[int], typer.Option(help="side of the stored RGB squares, e.g. 224, 256, 518 [256]")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="folder holding registry datasets [$MEDFM_DATA, ../shared/data]")] = None,
-    out: Annotated[Optional[str], typer.Option(help="pixel cache path (.zarr) [$MEDFM_CACHE/<dataset>/pixels-<size>px-<fp>.zarr]")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="decoding worker processes [auto: CPU count, at most 8]")] = None,
-    chunk_rows: Annotated[Optional[int], typer.Option(help="rows per resumable chunk [auto: a power of two, <= ~8 MB]")] = None,
-    compress: Annotated[Optional[str], typer.Option(help="chunk codec: none (fastest reads, default), lz4, zstd (smallest)")] = None,
-    split_seed: Annotated[Optional[int], typer.Option(help="seed of any split medfm makes [0]")] = None,
-    skip_bad: Annotated[Optional[bool], typer.Option("--skip-bad", help="skip rows whose file is missing/unreadable or label unknown")] = None,
-    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="continue an interrupted prepare [on]")] = None,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-):
+@config_command(app, PrepareConfig, extra=CONFIG_PARAMS)
+def prepare(settings: dict, config: str | None, as_json: bool):
     """Decode every image once into a uint8 pixel cache that `medfm extract` reads for every backbone."""
-    opts = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
-    from medfm.config import PrepareConfig
     from medfm.pixels import run_prepare
 
-    result = run_prepare(PrepareConfig.load(config, opts))
+    result = run_prepare(PrepareConfig.load(config, settings))
     if as_json:
         _emit(result.to_dict(), True)
     else:
         typer.echo(str(result.cache))
 
 
-@app.command()
-def probe(
-    cache: Annotated[Optional[str], typer.Option(help="feature cache made by `medfm extract`")] = None,
-    head: Annotated[Optional[str], typer.Option(help="head: linear, logreg, knn, deit")] = None,
-    metric: Annotated[Optional[str], typer.Option(help="metric that chooses hyper-parameters [dataset's headline]")] = None,
-    out: Annotated[Optional[str], typer.Option(help="run folder for config.json + results.json [$MEDFM_RUNS/probe/...]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="training seed [0]")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="training epochs [30]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="linear head mini-batch size [1024]")] = None,
-    min_steps: Annotated[Optional[int], typer.Option(help="linear head: at least this many steps [200]")] = None,
-    fraction: Annotated[Optional[float], typer.Option(help="label budget: stratified share of train, >= 1 per class [1.0]")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="knn head: vote weight exp(cos / T) [0.07]")] = None,
-    head_depth: Annotated[Optional[int], typer.Option(help="deit head: DeiT-B blocks, 1..12 [12]")] = None,
-    deit_weights: Annotated[Optional[str], typer.Option(help="deit head: ImageNet DeiT-B checkpoint [random init]")] = None,
-    head_lr: Annotated[Optional[float], typer.Option(help="deit head: AdamW learning rate [1e-4]")] = None,
-    head_batch_size: Annotated[Optional[int], typer.Option(help="deit head: mini-batch size [64]")] = None,
-    bootstrap: Annotated[Optional[int], typer.Option(help="test bootstrap resamples for the 95% CI [1000]")] = None,
-    store_predictions: Annotated[Optional[bool], typer.Option("--store-predictions/--no-store-predictions", help="keep per-sample test scores in the record [on]")] = None,
-    normalize: Annotated[Optional[str], typer.Option(help="feature normalisation: standard, l2, none")] = None,
-    class_weight: Annotated[Optional[bool], typer.Option("--class-weight/--no-class-weight", help="inverse-frequency class weights")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
-    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="replace results.json in an existing --out")] = None,
-    results: Annotated[Optional[str], typer.Option(help="results store to append to [$MEDFM_RUNS/results.sqlite]")] = None,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-):
+@config_command(app, ProbeConfig, extra=CONFIG_PARAMS)
+def probe(settings: dict, config: str | None, as_json: bool):
     """Train a head on a feature cache (hyper-parameters chosen on val) and report test metrics."""
-    opts = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
-    from medfm.config import ProbeConfig
     from medfm.probe import run_probe
     from medfm.report_table import results_table
 
-    record = run_probe(ProbeConfig.load(config, opts))
+    record = run_probe(ProbeConfig.load(config, settings))
     _emit(record, as_json, results_table(record))
     if not as_json:
         typer.echo(f"results: {record['out']}/results.json")
 
 
-def _csv(value: str | None, cast=str) -> list | None:
-    return None if value is None else [cast(v.strip()) for v in value.split(",") if v.strip()]
+def _list_presets() -> None:
+    from medfm.presets import PRESETS
+
+    for name, p in PRESETS.items():
+        unfrozen = (f"; unfreeze {', '.join(map(str, p.unfreeze))} with "
+                    f"{', '.join(f'{k}={v}' for k, v in p.finetune.items()) or 'the fine-tune defaults'}"
+                    if "unfrozen" in p.scenarios else "")
+        typer.echo(f"{name}: {p.description}\n  backbones: {', '.join(p.backbones)}\n  datasets: {', '.join(p.datasets)}"
+                   f"\n  heads: {', '.join(p.heads)}; scenarios: {', '.join(p.scenarios)}{unfrozen}")
 
 
-@app.command()
-def sweep(
-    preset: Annotated[Optional[str], typer.Option(help="a named study grid (--list-presets)")] = None,
-    backbones: Annotated[Optional[str], typer.Option(help="comma list of backbones")] = None,
-    datasets: Annotated[Optional[str], typer.Option(help="comma list of datasets")] = None,
-    heads: Annotated[Optional[str], typer.Option(help="comma list of heads: linear, logreg, knn, deit [linear]")] = None,
-    fractions: Annotated[Optional[str], typer.Option(help="label budgets, e.g. 0.01,0.1,1.0 [1.0]")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="seeds, e.g. 0,1,2 [0]")] = None,
-    weights: Annotated[Optional[list[str]], typer.Option(help="BACKBONE=PATH|random (repeatable); others: official weights")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="folder holding registry datasets")] = None,
-    img_size: Annotated[Optional[str], typer.Option(help="input size: one for every backbone (64), or per backbone (dinov2_vits14=56,mobilenetv2=64) [each backbone's default]")] = None,
-    tokens: Annotated[Optional[bool], typer.Option("--tokens/--no-tokens", help="store patch tokens [auto: when a head needs them]")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
-    results: Annotated[Optional[str], typer.Option(help="results store [$MEDFM_RUNS/results.sqlite]")] = None,
-    out: Annotated[Optional[str], typer.Option(help="folder of per-row run folders [$MEDFM_RUNS/sweep/<preset>]")] = None,
-    scenarios: Annotated[Optional[str], typer.Option(help="frozen (probes), unfrozen (fine-tunes) or frozen,unfrozen [preset's, else frozen]")] = None,
-    unfreeze: Annotated[Optional[str], typer.Option(help="unfrozen rows: last N blocks trained, comma list of N or 'all' [preset's, else all]")] = None,
-    finetune: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE `medfm finetune` setting for every fine-tune (repeatable), e.g. epochs=10")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="probe epochs (every head)")] = None,
-    head_depth: Annotated[Optional[int], typer.Option(help="deit head: DeiT-B blocks")] = None,
-    deit_weights: Annotated[Optional[str], typer.Option(help="deit head: ImageNet DeiT-B checkpoint")] = None,
-    bootstrap: Annotated[Optional[int], typer.Option(help="test bootstrap resamples per probe")] = None,
-    plan_only: Annotated[Optional[bool], typer.Option("--plan", help="print the plan, run nothing")] = None,
-    keep_going: Annotated[Optional[bool], typer.Option("--keep-going", help="record a failing row (with its error) and go on; exit status 2 when any failed")] = None,
-    list_presets: Annotated[bool, typer.Option("--list-presets", help="list the presets and exit")] = False,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-):
+SWEEP_PROBE_SHORTCUTS = ("epochs", "head_depth", "deit_weights", "bootstrap")  # ProbeConfig keys, into sweep.probe
+
+
+@config_command(app, SweepConfig, borrow={"probe": (ProbeConfig, SWEEP_PROBE_SHORTCUTS)},
+                extra={**CONFIG_PARAMS, "list_presets": (
+                    Annotated[bool, typer.Option("--list-presets", help="list the presets and exit")], False)})
+def sweep(settings: dict, config: str | None, as_json: bool, list_presets: bool):
     """Plan and run a backbones x datasets x heads x budgets x seeds grid of probes and/or fine-tunes; resumable."""
-    from medfm.config import SweepConfig
-    from medfm.errors import MedfmError as _Err
-
     if list_presets:
-        from medfm.presets import PRESETS
-
-        for name, p in PRESETS.items():
-            unfrozen = (f"; unfreeze {', '.join(map(str, p.unfreeze))} with "
-                        f"{', '.join(f'{k}={v}' for k, v in p.finetune.items()) or 'the fine-tune defaults'}"
-                        if "unfrozen" in p.scenarios else "")
-            typer.echo(f"{name}: {p.description}\n  backbones: {', '.join(p.backbones)}\n  datasets: {', '.join(p.datasets)}"
-                       f"\n  heads: {', '.join(p.heads)}; scenarios: {', '.join(p.scenarios)}{unfrozen}")
+        _list_presets()
         return
-    pairs = {}
-    for item in weights or []:
-        if "=" not in item:
-            raise _Err(f"--weights {item!r} is not BACKBONE=PATH", "e.g. --weights dinov2_vits14=../shared/weights/x.safetensors")
-        k, v = item.split("=", 1)
-        pairs[k.strip()] = v.strip()
-    ft_opts = {}
-    for item in finetune or []:
-        if "=" not in item:
-            raise _Err(f"--finetune {item!r} is not KEY=VALUE", "e.g. --finetune epochs=10 --finetune lr=3e-5")
-        k, v = item.split("=", 1)
-        ft_opts[k.strip()] = None if v.strip().lower() in ("none", "null") else v.strip()  # FinetuneConfig parses the value
-    probe_opts = {k: v for k, v in {"epochs": epochs, "head_depth": head_depth, "deit_weights": deit_weights,
-                                    "bootstrap": bootstrap}.items() if v is not None}
-    opts = {"preset": preset, "backbones": _csv(backbones), "datasets": _csv(datasets), "heads": _csv(heads),
-            "fractions": _csv(fractions, float), "seeds": _csv(seeds, int), "weights": pairs or None,
-            "data_root": data_root, "img_size": img_size, "tokens": tokens, "device": device, "results": results,
-            "out": out, "probe": probe_opts or None, "plan_only": plan_only, "keep_going": keep_going, "scenarios": _csv(scenarios),
-            "unfreeze": _csv(unfreeze, lambda u: int(u) if u.lstrip("-").isdigit() else u), "finetune": ft_opts or None}
     from medfm.sweep import raise_for_failures, run_sweep  # after --list-presets: it imports the probe heads (torch)
 
-    summary = run_sweep(SweepConfig.load(config, opts))
+    summary = run_sweep(SweepConfig.load(config, settings))
     if as_json:
         _emit(summary, True)
     else:
         p, f = summary["probes"], summary["finetunes"]
         typer.echo(f"{p['planned']} probes + {f['planned']} fine-tunes planned, {p['ran']} + {f['ran']} run, "
                    f"{p['skipped']} + {f['skipped']} already done; results: {summary['results']}")
-    raise_for_failures(summary)
+    raise_for_failures(summary)  # --keep-going with failed rows: one line, exit 2
 
 
-@app.command()
-def report(
-    results: Annotated[Optional[str], typer.Option(help="results store (SQLite) [$MEDFM_RUNS/results.sqlite]")] = None,
-    out: Annotated[Optional[str], typer.Option(help="output folder [medfm-report]")] = None,
-    bootstrap: Annotated[Optional[int], typer.Option(help="resamples for the seed-pooled 95% CI [1000]")] = None,
-    kind: Annotated[Optional[str], typer.Option(help="only probe or finetune rows")] = None,
-    dataset: Annotated[Optional[list[str]], typer.Option(help="only these datasets (repeatable)")] = None,
-    fraction: Annotated[Optional[list[float]], typer.Option(help="only these label budgets (repeatable)")] = None,
-    where: Annotated[Optional[list[str]], typer.Option(help="only rows whose run identity has FIELD=VALUE, e.g. backbone=mobilenetv2, weights=random, img_size=224 (repeatable)")] = None,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-):
+@config_command(app, ReportConfig, extra=CONFIG_PARAMS)
+def report(settings: dict, config: str | None, as_json: bool):
     """Leaderboard (Markdown, CSV, self-contained HTML) and figures from a results store."""
-    opts = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
-    from medfm.config import ReportConfig
     from medfm.report import run_report
 
-    result = run_report(ReportConfig.load(config, opts))
+    result = run_report(ReportConfig.load(config, settings))
     if as_json:
         _emit(result, True)
     else:
@@ -278,38 +164,13 @@ def run(
         _emit(record, False, results_table(record))
 
 
-@app.command()
-def finetune(
-    backbone: Annotated[Optional[str], typer.Option(help="backbone name (`medfm backbones`)")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="dataset name (`medfm datasets`), CSV manifest or image folder")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="PATH to a local checkpoint, 'random', or omit for the official weights")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="folder holding registry datasets [$MEDFM_DATA, ../shared/data]")] = None,
-    unfreeze: Annotated[Optional[str], typer.Option(help="train the last N blocks (0 = frozen backbone, 'all' or -1 = full) [0]")] = None,
-    head: Annotated[Optional[str], typer.Option(help="head: linear (pooled feature) or deit (tokens) [linear]")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="training epochs [100]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="global batch per step, split over torchrun processes [32]")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="peak learning rate of the last block [1e-4]")] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="input size (ViTs resample their position embedding)")] = None,
-    grey: Annotated[Optional[str], typer.Option(help="grey images: repeat (to RGB, default) or red (the stem's red-channel filter only, as study 1's 1-channel stem)")] = None,
-    fraction: Annotated[Optional[float], typer.Option(help="label budget: stratified share of train, >= 1 per class [1.0]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="training seed [0]")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
-    out: Annotated[Optional[str], typer.Option(help="run folder [$MEDFM_RUNS/finetune/...]")] = None,
-    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="continue from the run folder's last checkpoint [on]")] = None,
-    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="replace an existing run in --out")] = None,
-    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="deterministic kernels")] = None,
-    results: Annotated[Optional[str], typer.Option(help="results store to append to [$MEDFM_RUNS/results.sqlite]")] = None,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-):
-    """Fine-tune the last N blocks with a head (every FinetuneConfig key is settable with --config)."""
-    opts = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
-    if opts["unfreeze"] is not None and opts["unfreeze"].lstrip("-").isdigit():
-        opts["unfreeze"] = int(opts["unfreeze"])
-    from medfm.finetune import FinetuneConfig, run_finetune
+@config_command(app, FinetuneConfig, extra=CONFIG_PARAMS)
+def finetune(settings: dict, config: str | None, as_json: bool):
+    """Fine-tune the last N blocks with a head (every option is also a --config key)."""
+    from medfm.finetune import run_finetune
     from medfm.report_table import results_table
 
-    record = run_finetune(FinetuneConfig.load(config, opts))
+    record = run_finetune(FinetuneConfig.load(config, settings))
     if "stored" not in record:
         return  # under torchrun only rank 0 writes and prints
     table = results_table({**record, "hyperparameters": {}})
@@ -426,21 +287,40 @@ def datasets_inspect(
 @app.command()
 def metrics(as_json: JsonOpt = False):
     """List the metric registry: name, the task kinds it applies to, what it measures."""
+    from rich.table import Table
+
     from medfm.metrics import METRICS
+    from medfm.ui import stdout_console
 
     rows = [{"name": m.name, "tasks": list(m.tasks), "description": m.description} for _, m in METRICS.items()]
     if as_json:
         _emit({"metrics": rows}, True)
         return
-    from rich.table import Table
-
-    from medfm.ui import stdout_console
-
     t = Table(title=f"{len(rows)} metrics (--metric NAME; a dataset's headline metric is its default)")
     for col in ("name", "tasks", "what it measures"):
         t.add_column(col)
     for r in rows:
         t.add_row(r["name"], ", ".join(r["tasks"]), r["description"])
+    stdout_console().print(t)
+
+
+@app.command()
+def heads(as_json: JsonOpt = False):
+    """List the heads: what each reads (pooled feature or patch tokens) and the stages it runs in."""
+    from rich.table import Table
+
+    from medfm.heads import HEADS
+    from medfm.ui import stdout_console
+
+    rows = [{"name": n, "reads": h.reads, "stages": list(h.stages), "summary": h.summary} for n, h in HEADS.items()]
+    if as_json:
+        _emit({"heads": rows}, True)
+        return
+    t = Table(title=f"{len(rows)} heads (probe: medfm probe --head; finetune: medfm finetune --head)")
+    for col in ("name", "reads", "stages", "summary"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["reads"], ", ".join(r["stages"]), r["summary"])
     stdout_console().print(t)
 
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medfm.errors import MedfmError
+from medfm.heads import heads_for, heads_help
 
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     SECTION: ClassVar[str] = ""
+    EXAMPLE: ClassVar[str] = ""  # a complete command line, shown when a required option is missing
 
     @classmethod
     def load(cls, file: str | Path | None, overrides: dict) -> _Config:
@@ -31,13 +33,30 @@ class _Config(BaseModel):
         try:
             return cls(**data)
         except ValidationError as exc:
+            missing = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "missing" and e["loc"]]
+            if missing:
+                given = " and ".join(f"--{k.replace('_', '-')}" for k in missing)
+                example = f"e.g. `{cls.EXAMPLE}`" if cls.EXAMPLE else "see `medfm <command> --help`"
+                raise MedfmError(f"missing {given} (an option, or a key in --config)", example) from None
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "config"
             origin = f" in {file}" if file else ""
-            raise MedfmError(f"invalid setting {where}{origin}: {err['msg']}", "see `medfm <command> --help`") from None
+            raise MedfmError(f"invalid setting {where}{origin}: {err['msg']}",
+                             f"see `medfm {cls.SECTION or '<command>'} --help`") from None
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _comma_lists(cls, data):
+        """A list key given as text ('0.1,1.0' on the command line, `--probe ks=5,11`, a config file) is split on commas."""
+        if not isinstance(data, dict):
+            return data
+        split = {key: [v.strip() for v in value.split(",") if v.strip()] for key, value in data.items()
+                 if isinstance(value, str) and key in cls.model_fields
+                 and get_origin(cls.model_fields[key].annotation) is list}
+        return {**data, **split}
 
 
 def _read_file(path: Path) -> dict:
@@ -104,116 +123,194 @@ def _img_sizes(value):
 ImgSizes = Annotated[int | dict[str, int] | None, BeforeValidator(_img_sizes)]
 
 
+def _opt(default=..., help: str = "", cli: dict | None = None, **constraints):
+    """A config field that is also a command-line option: ``help`` is its ``--help`` text (one declaration)."""
+    extra = {"cli": cli} if cli else None
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
+
+
 class _BackboneDatasetConfig(_Config):
     """The keys that say which backbone runs on which dataset and split: one definition for extract and finetune.
 
     Keys are dumped in declaration order, base first: these open every saved extract / finetune config.
     """
 
-    backbone: str
-    dataset: str
-    weights: str | None = None  # PATH, 'random', or None/'pretrained' for the official weights
-    data_root: str | None = None
-    img_size: int | None = Field(None, ge=16)  # input size [the backbone's default] (ViTs resample their position embedding)
-    feature: str | None = None  # pooled feature kind [the backbone's (the studies') default]
-    split_seed: int = 0  # seed of any split medfm makes
-    grey: Literal["repeat", "red"] = "repeat"  # grey images: repeated to RGB, or through the stem's red filter only
+    backbone: str = _opt(help="backbone name (`medfm backbones`)")
+    dataset: str = _opt(help="dataset name (`medfm datasets`), CSV manifest or image folder")
+    weights: str | None = _opt(None, "PATH to a local checkpoint file or folder, 'random' (seeded random init), "
+                                     "or omit for the official weights")
+    data_root: str | None = _opt(None, "folder holding registry datasets [$MEDFM_DATA, ../shared/data]")
+    img_size: int | None = _opt(None, "input size [the backbone's default] (ViTs resample their position embedding)", ge=16)
+    feature: str | None = _opt(None, "pooled feature kind: cls, mean, cls+mean, pooled, trunk "
+                                     "[the backbone's (the studies') default; `medfm backbones --features`]")
+    split_seed: int = _opt(0, "seed of any split medfm makes")
+    grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeat (to RGB) or red (the stem's red-channel "
+                                                    "filter only, as study 1's 1-channel stem)")
 
 
 class ExtractConfig(_BackboneDatasetConfig):
     SECTION: ClassVar[str] = "extract"
-    cache: str | None = None  # default: $MEDFM_CACHE/<dataset>/<backbone>-...-<fingerprint>.zarr
-    format: Literal["zarr", "h5"] = "zarr"
-    tokens: bool = False
-    layers: int | None = Field(None, ge=1)  # feature of the last k blocks, concatenated [1: the model's output]
-    batch_size: BatchSize = 64  # images per forward pass, or 'auto' (GPU: largest that fits; CPU: 64)
-    num_workers: int | None = Field(None, ge=0)
-    device: str = "auto"
-    compile: bool = False  # torch.compile the backbone's forward pass (same features, faster on GPU after a warm-up)
-    dtype: Literal["float16", "float32"] = "float16"
-    resume: bool = True
-    chunk_rows: int | None = Field(None, ge=1)  # rows per resumable chunk [auto: <= 1024 rows, <= 32 MB]
-    skip_bad: bool = False  # drop rows with a missing/unreadable file or unknown label, listing each on the log
-    pixels: str | None = None  # pixel cache to read: PATH, 'none', or None = a matching one under $MEDFM_CACHE if present
+    EXAMPLE: ClassVar[str] = "medfm extract --backbone dinov2_vits14 --dataset busi"
+    cache: str | None = _opt(None, "cache path (.zarr dir or .h5 file) [$MEDFM_CACHE/<dataset>/<backbone>-...-<fingerprint>.zarr]")
+    format: Literal["zarr", "h5"] = _opt("zarr", "cache format")
+    tokens: bool = _opt(False, "also store the patch tokens [N, T, D] (for attention heads)")
+    layers: int | None = _opt(None, "--feature of each of the last k blocks, concatenated [1: the model's output]", ge=1)
+    batch_size: BatchSize = _opt(64, "images per forward pass, or 'auto' (GPU: the largest power of two that fits "
+                                     "memory; CPU: 64)")
+    num_workers: int | None = _opt(None, "image-decoding worker processes [auto]", ge=0)
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:1 ...")
+    compile: bool = _opt(False, "torch.compile the backbone's forward pass (same features; compiles before the run, "
+                                "tens of seconds; faster on GPU)")
+    dtype: Literal["float16", "float32"] = _opt("float16", "stored feature dtype")
+    resume: bool = _opt(True, "continue an interrupted extraction")
+    chunk_rows: int | None = _opt(None, "rows per resumable chunk, a multiple of --batch-size [auto: <= 1024 rows, <= 32 MB]", ge=1)
+    skip_bad: bool = _opt(False, "skip rows whose file is missing/unreadable or label unknown (each listed on the log)",
+                          cli={"flag": "--skip-bad"})
+    pixels: str | None = _opt(None, "pixel cache from `medfm prepare`: PATH, or 'none' [auto: a matching one under $MEDFM_CACHE]")
+
+
+class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's input, as on the probe path
+    SECTION: ClassVar[str] = "finetune"
+    EXAMPLE: ClassVar[str] = "medfm finetune --backbone dinov2_vits14 --dataset busi --unfreeze 2"
+    unfreeze: int | Literal["all"] = _opt(0, "train the last N blocks (0 = frozen backbone, 'all' or -1 = full fine-tune)")
+    head: str = _opt("linear", f"head: {heads_help('finetune')} (`medfm heads`)")
+    head_depth: int = _opt(12, "deit head: DeiT-B blocks (study 1 uses all 12)", ge=1)
+    deit_weights: str | None = _opt(None, "deit head: DeiT-B checkpoint [random init]")
+    metric: str | None = _opt(None, "early-stopping / best-checkpoint metric [the dataset's headline]")
+    epochs: int = _opt(100, "training epochs", ge=1)
+    batch_size: int = _opt(32, "global batch per step, split over torchrun processes", ge=1)
+    grad_accum: int = _opt(1, "steps accumulated per optimiser update", ge=1)
+    lr: float = _opt(1e-4, "peak learning rate of the last unfrozen block (study 1: 1e-4)", gt=0)
+    head_lr: float | None = _opt(None, "head learning rate [--lr]", gt=0)
+    weight_decay: float = _opt(1e-5, "AdamW decoupled decay (study 1: 1e-5); none on norms/biases/tokens", ge=0)
+    layer_decay: float = _opt(1.0, "block i of L gets lr * layer_decay**(L - 1 - i)", gt=0, le=1)
+    warmup_steps: int = _opt(1000, "linear warm-up (optimiser steps; capped at a tenth of the run)", ge=0)
+    grad_clip: float | None = _opt(1.0, "max global grad norm (null in a --config file = off)", gt=0)
+    amp: bool = _opt(True, "bf16 autocast on CUDA (CPU always trains in fp32)")
+    grad_checkpointing: bool = _opt(False, "recompute block activations in the backward pass (less memory)")
+    augment: str = _opt("auto", "augmentation policy: 'auto' (by dataset modality), 'none', or a policy name")
+    colour_jitter: float | None = _opt(None, "override the policy's colour jitter (grey modalities: 0 unless set)", ge=0)
+    class_weight: bool = _opt(False, "inverse-frequency class weights in the loss")
+    balanced_sampling: bool = _opt(False, "draw training samples with equal class probability instead")
+    keep: Literal["best", "last"] = _opt("best", "weights tested: the best epoch on val, or the last epoch")
+    early_stop_patience: int = _opt(0, "epochs without val improvement before stopping; 0 = off", ge=0)
+    fraction: float = _opt(1.0, "label budget: stratified share of train (>= 1 per class)", gt=0, le=1)
+    seed: int = _opt(0, "training seed (label budget, init of the head, order, augmentation)")
+    device: str = _opt("auto", "auto, cpu, cuda")
+    num_workers: int | None = _opt(None, "image-decoding worker processes [auto]", ge=0)
+    distributed: Literal["ddp", "fsdp"] = _opt("ddp", "under torchrun: DDP, or FSDP for models too big per GPU")
+    deterministic: bool = _opt(False, "deterministic kernels (resume = uninterrupted run, bit for bit on CPU)")
+    out: str | None = _opt(None, "run folder [$MEDFM_RUNS/finetune/...]")
+    resume: bool = _opt(True, "continue from the run folder's last checkpoint when there is one")
+    overwrite: bool = _opt(False, "replace an existing run in --out")
+    save_model: bool = _opt(True, "write the best model's full state_dict to <out>/model.pt")
+    results: str | None = _opt(None, "results store (SQLite) to append to [$MEDFM_RUNS/results.sqlite]")
+
+    @field_validator("head")
+    @classmethod
+    def _finetune_head(cls, v: str) -> str:
+        if v not in heads_for("finetune"):
+            raise ValueError(f"{v!r} is not a fine-tune head; fine-tune heads: {', '.join(heads_for('finetune'))}")
+        return v
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _unfreeze_range(cls, v):
+        if isinstance(v, int) and v < -1:
+            raise ValueError("must be >= 0, or -1 / 'all' for a full fine-tune")
+        return v
+
+    def blocks_to_unfreeze(self, total: int) -> int:
+        """How many of ``total`` blocks train."""
+        if self.unfreeze == "all" or self.unfreeze == -1:
+            return total
+        return min(int(self.unfreeze), total)
 
 
 class PrepareConfig(_Config):
     SECTION: ClassVar[str] = "prepare"
-    dataset: str
-    size: int = Field(256, ge=16)  # side of the stored RGB squares (shorter side -> size, centre crop)
-    data_root: str | None = None
-    out: str | None = None  # default: $MEDFM_CACHE/<dataset>/pixels-<size>px-<fingerprint>.zarr
-    workers: int | None = Field(None, ge=0)  # decoding processes [auto: the CPU count, at most 8]
-    chunk_rows: int | None = Field(None, ge=1)  # rows per resumable chunk [auto: a power of two, <= ~8 MB]
-    compress: Literal["none", "lz4", "zstd"] = "none"  # chunk codec: none reads fastest, zstd is smallest on disk
-    split_seed: int = 0
-    skip_bad: bool = False
-    resume: bool = True
+    EXAMPLE: ClassVar[str] = "medfm prepare --dataset busi --size 256"
+    dataset: str = _opt(help="dataset name (`medfm datasets`), CSV manifest or image folder")
+    size: int = _opt(256, "side of the stored RGB squares (shorter side -> size, centre crop), e.g. 224, 256, 518", ge=16)
+    data_root: str | None = _opt(None, "folder holding registry datasets [$MEDFM_DATA, ../shared/data]")
+    out: str | None = _opt(None, "pixel cache path (.zarr) [$MEDFM_CACHE/<dataset>/pixels-<size>px-<fingerprint>.zarr]")
+    workers: int | None = _opt(None, "decoding worker processes [auto: the CPU count, at most 8]", ge=0)
+    chunk_rows: int | None = _opt(None, "rows per resumable chunk [auto: a power of two, <= ~8 MB]", ge=1)
+    compress: Literal["none", "lz4", "zstd"] = _opt("none", "chunk codec: none reads fastest, zstd is smallest on disk")
+    split_seed: int = _opt(0, "seed of any split medfm makes")
+    skip_bad: bool = _opt(False, "skip rows whose file is missing/unreadable or label unknown", cli={"flag": "--skip-bad"})
+    resume: bool = _opt(True, "continue an interrupted prepare")
 
 
 class ProbeConfig(_Config):
     SECTION: ClassVar[str] = "probe"
-    cache: str
-    head: str = "linear"
-    metric: str | None = None  # default: the dataset's headline metric
-    out: str | None = None
-    seed: int = 0
-    lrs: list[float] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
-    wds: list[float] = [0.0, 1e-5, 1e-4, 1e-3, 1e-2]
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(1024, ge=1)
-    min_steps: int = Field(200, ge=1)  # linear head: at least this many steps, so tiny label budgets converge
-    normalize: Literal["standard", "l2", "none"] = "standard"
-    class_weight: bool = False
-    device: str = "auto"
-    overwrite: bool = False
-    results: str | None = None  # results store (SQLite) to append to [$MEDFM_RUNS/results.sqlite]
-    fraction: float = Field(1.0, gt=0, le=1)  # label budget: stratified share of train (>= 1 per class), drawn with `seed`
-    ks: list[int] = [10, 20, 50, 100, 200]  # knn head: k values swept, best on val
-    temperature: float = Field(0.07, gt=0)  # knn head: weight of a neighbour = exp(cosine / temperature)
-    head_depth: int = Field(12, ge=1, le=12)  # deit head: DeiT-B blocks kept
-    deit_weights: str | None = None  # deit head: ImageNet DeiT-B checkpoint (timm keys); None = random init
-    head_lr: float = Field(1e-4, gt=0)  # deit head: AdamW learning rate
-    head_batch_size: int = Field(64, ge=1)  # deit head: mini-batch size
-    bootstrap: int = Field(1000, ge=0)  # test-set bootstrap resamples for the 95% CI (0 = none)
-    store_predictions: bool = True  # keep per-sample test scores in the record (ROC curves, pooled CIs in reports)
+    EXAMPLE: ClassVar[str] = "medfm probe --cache medfm-cache/busi/dinov2_vits14-cls-224px-<fp>.zarr --head linear"
+    cache: str = _opt(help="feature cache made by `medfm extract`")
+    head: str = _opt("linear", f"head: {heads_help('probe')} (`medfm heads`)")
+    metric: str | None = _opt(None, "metric that chooses hyper-parameters [the dataset's headline metric]")
+    out: str | None = _opt(None, "run folder for config.json + results.json [$MEDFM_RUNS/probe/...]")
+    seed: int = _opt(0, "training seed (also draws the label budget)")
+    lrs: list[float] = _opt([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1], "linear head: learning rates of the grid")
+    wds: list[float] = _opt([0.0, 1e-5, 1e-4, 1e-3, 1e-2], "linear and logreg heads: weight decays of the grid")
+    epochs: int = _opt(30, "training epochs", ge=1)
+    batch_size: int = _opt(1024, "linear head mini-batch size", ge=1)
+    min_steps: int = _opt(200, "linear head: at least this many steps, so tiny label budgets converge", ge=1)
+    normalize: Literal["standard", "l2", "none"] = _opt("standard", "feature normalisation (statistics from train)")
+    class_weight: bool = _opt(False, "inverse-frequency class weights")
+    device: str = _opt("auto", "auto, cpu, cuda")
+    overwrite: bool = _opt(False, "replace results.json in an existing --out")
+    results: str | None = _opt(None, "results store (SQLite) to append to [$MEDFM_RUNS/results.sqlite]")
+    fraction: float = _opt(1.0, "label budget: stratified share of train (>= 1 per class), drawn with --seed", gt=0, le=1)
+    ks: list[int] = _opt([10, 20, 50, 100, 200], "knn head: k values swept, best on val")
+    temperature: float = _opt(0.07, "knn head: weight of a neighbour = exp(cosine / temperature)", gt=0)
+    head_depth: int = _opt(12, "deit head: DeiT-B blocks kept, 1..12", ge=1, le=12)
+    deit_weights: str | None = _opt(None, "deit head: ImageNet DeiT-B checkpoint (timm keys) [random init]")
+    head_lr: float = _opt(1e-4, "deit head: AdamW learning rate", gt=0)
+    head_batch_size: int = _opt(64, "deit head: mini-batch size", ge=1)
+    bootstrap: int = _opt(1000, "test-set bootstrap resamples for the 95% CI (0 = none)", ge=0)
+    store_predictions: bool = _opt(True, "keep per-sample test scores in the record (ROC curves, pooled CIs in reports)")
 
 
 class SweepConfig(_Config):
     SECTION: ClassVar[str] = "sweep"
-    preset: str | None = None  # a named grid (`medfm sweep --list-presets`); explicit lists below override it
-    backbones: list[str] = []
-    datasets: list[str] = []
-    heads: list[str] = []  # [linear]
-    fractions: list[float] = []  # label budgets [1.0]
-    seeds: list[int] = []  # [0]
-    weights: dict[str, str] = {}  # backbone -> checkpoint PATH or 'random' (others: official weights)
-    data_root: str | None = None
-    img_size: ImgSizes = Field(None, description="input size: one for every backbone (64), or per backbone "
-                                                  "(dinov2_vits14=56,mobilenetv2=64; others: their default) [each backbone's default]")
-    grey: Literal["repeat", "red"] = Field("repeat", description="grey images: repeated to RGB, or through the stem's red filter only")
-    tokens: bool | None = None  # store patch tokens [auto: when a head needs them]
-    extract_batch_size: BatchSize = Field(64, description="images per forward pass when extracting, or 'auto'")
-    keep_going: bool = Field(False, description="a row that fails is recorded (with its error) and the sweep goes on; "
-                                                "the summary lists the failures and the exit status is 2")
-    device: str = "auto"
-    results: str | None = None  # results store [$MEDFM_RUNS/results.sqlite]
-    out: str | None = None  # folder of per-row run folders (probes and fine-tunes) [$MEDFM_RUNS/sweep/<name>]
-    probe: dict = {}  # any `medfm probe` setting applied to every probe (epochs, head_depth, bootstrap, ...)
-    scenarios: list[Literal["frozen", "unfrozen"]] = []  # frozen: probe rows; unfrozen: fine-tune rows [preset's, else frozen]
-    unfreeze: list[int | Literal["all"]] = []  # unfrozen rows: last N blocks trained, a row per value [preset's, else all]
-    finetune: dict = {}  # any `medfm finetune` setting applied to every fine-tune (epochs, lr, batch_size, ...)
-    plan_only: bool = False  # print the plan (and what is done) without running anything
+    EXAMPLE: ClassVar[str] = "medfm sweep --backbones dinov2_vits14,mobilenetv2 --datasets breastmnist"
+    preset: str | None = _opt(None, "a named study grid (--list-presets); explicit lists override it")
+    backbones: list[str] = _opt([], "backbones")
+    datasets: list[str] = _opt([], "datasets")
+    heads: list[str] = _opt([], f"heads: {heads_help('probe')} (`medfm heads`) [linear]")
+    fractions: list[float] = _opt([], "label budgets, e.g. 0.01,0.1,1.0 [1.0]")
+    seeds: list[int] = _opt([], "seeds, e.g. 0,1,2 [0]")
+    weights: dict[str, str] = _opt({}, "BACKBONE=PATH|random (others: official weights)")
+    data_root: str | None = _opt(None, "folder holding registry datasets [$MEDFM_DATA, ../shared/data]")
+    img_size: ImgSizes = _opt(None, "input size: one for every backbone (64), or per backbone "
+                                    "(dinov2_vits14=56,mobilenetv2=64; others: their default) [each backbone's default]")
+    grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeated to RGB, or through the stem's red filter "
+                                                    "only (extraction and fine-tunes)")
+    tokens: bool | None = _opt(None, "store patch tokens [auto: when a head needs them]")
+    extract_batch_size: BatchSize = _opt(64, "images per forward pass when extracting, or 'auto' (GPU: largest that fits)")
+    keep_going: bool = _opt(False, "a row that fails is recorded (with its error) and the sweep goes on; the summary "
+                                   "lists the failures and the exit status is 2", cli={"flag": "--keep-going"})
+    device: str = _opt("auto", "auto, cpu, cuda")
+    results: str | None = _opt(None, "results store [$MEDFM_RUNS/results.sqlite]")
+    out: str | None = _opt(None, "folder of per-row run folders (probes and fine-tunes) [$MEDFM_RUNS/sweep/<preset>]")
+    probe: dict = _opt({}, "any `medfm probe` setting for every probe, e.g. ks=5,11 (the common ones also have "
+                           "their own options below)")
+    scenarios: list[Literal["frozen", "unfrozen"]] = _opt([], "frozen (probe rows), unfrozen (fine-tune rows) or "
+                                                              "frozen,unfrozen [preset's, else frozen]")
+    unfreeze: list[int | Literal["all"]] = _opt([], "unfrozen rows: last N blocks trained, a row per value (N or 'all') "
+                                                    "[preset's, else all]")
+    finetune: dict = _opt({}, "any `medfm finetune` setting for every fine-tune, e.g. epochs=10")
+    plan_only: bool = _opt(False, "print the plan (and what is done), run nothing", cli={"flag": "--plan"})
 
 
 class ReportConfig(_Config):
     SECTION: ClassVar[str] = "report"
-    results: str | None = None  # results store to read [$MEDFM_RUNS/results.sqlite]
-    out: str = "medfm-report"
-    bootstrap: int = Field(1000, ge=0)  # resamples for the seed-pooled 95% CI
-    kind: Literal["probe", "finetune"] | None = Field(None, description="only probe or finetune rows")
-    dataset: list[str] = Field([], description="only these datasets (repeatable)")
-    fraction: list[float] = Field([], description="only these label budgets (repeatable)")
-    where: list[str] = Field([], description="only rows whose run identity has FIELD=VALUE, e.g. backbone=mobilenetv2, "
-                                             "weights=random, img_size=224, unfreeze=2/12 (repeatable; one field several "
-                                             "times = any of its values)")
+    EXAMPLE: ClassVar[str] = "medfm report --results medfm-runs/results.sqlite"
+    results: str | None = _opt(None, "results store (SQLite) to read [$MEDFM_RUNS/results.sqlite]")
+    out: str = _opt("medfm-report", "output folder")
+    bootstrap: int = _opt(1000, "resamples for the seed-pooled 95% CI", ge=0)
+    kind: Literal["probe", "finetune"] | None = _opt(None, "only probe or finetune rows")
+    dataset: list[str] = _opt([], "only these datasets")
+    fraction: list[float] = _opt([], "only these label budgets")
+    where: list[str] = _opt([], "only rows whose run identity has FIELD=VALUE, e.g. backbone=mobilenetv2, "
+                                "weights=random, img_size=224, unfreeze=2 (a field given twice: either value)")

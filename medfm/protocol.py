@@ -1,8 +1,7 @@
-"""The evaluation protocol: label budgets, seeds, bootstrap confidence intervals, seed statistics.
+"""The evaluation protocol: bootstrap confidence intervals and seed statistics.
 
-- ``label_subset``: a stratified share of the training rows, at least one per class, drawn with
-  numpy's PCG64 (stable across numpy versions), so the same (fraction, seed) gives the same rows
-  on every machine and different seeds give different rows.
+(The label budget lives with the other training-target rules in ``medfm.targets.label_budget``.)
+
 - ``bootstrap_ci``: percentile 95 % interval of a metric over test-set resamples (study 3 used
   5,000 resamples; medfm's default is 1,000).
 - ``seed_summary``: mean ± std over seeds, as reports print them.
@@ -14,32 +13,7 @@ import warnings
 
 import numpy as np
 
-from medfm.data.splits import stratified_partition
 from medfm.metrics import METRICS
-
-
-def label_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of a stratified ``fraction`` of ``y`` (every class keeps >= 1 sample)."""
-    y = np.asarray(y)
-    n = len(y)
-    if fraction >= 1.0:
-        return np.arange(n)
-    if y.ndim == 2:  # multilabel: random rows, then top up so every label has a positive
-        rng = np.random.Generator(np.random.PCG64(seed))
-        keep = set(rng.permutation(n)[: max(1, round(fraction * n))].tolist())
-        for c in range(y.shape[1]):
-            pos = np.flatnonzero(y[:, c])
-            if len(pos) and not keep.intersection(pos.tolist()):
-                keep.add(int(pos[rng.integers(len(pos))]))
-        return np.array(sorted(keep))
-    parts = stratified_partition(y, {"keep": fraction, "rest": 1.0 - fraction}, seed)
-    keep = set(parts["keep"].tolist())
-    rng = np.random.Generator(np.random.PCG64(seed + 1_000_003))
-    for cls in np.unique(y):  # a class with a single sample would otherwise land in "rest"
-        members = np.flatnonzero(y == cls)
-        if not keep.intersection(members.tolist()):
-            keep.add(int(members[rng.integers(len(members))]))
-    return np.array(sorted(keep))
 
 
 def bootstrap_ci(metric: str, y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0,

@@ -311,9 +311,9 @@ def run_native(config: dict, source: str = "config") -> dict:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise MedfmError(f"{source}: invalid setting {where}: {err['msg']}", "see `medfm extract --help` / `medfm probe --help`") from None
-    from medfm.probe.heads import HEADS
+    from medfm.heads import heads_for
 
-    if pr_cfg.head not in HEADS:
+    if pr_cfg.head not in heads_for("probe"):
         raise MedfmError(f"probe head {pr_cfg.head!r} is not available in this medfm yet", "use the linear head (\"none\")")
     result = run_extract(ex_cfg)
     pr_cfg = pr_cfg.model_copy(update={"cache": str(result.cache)})

@@ -26,10 +26,10 @@ from pydantic import ValidationError
 
 from medfm.config import ExtractConfig, ProbeConfig, SweepConfig
 from medfm.errors import MedfmError
-from medfm.finetune import FINETUNE_HEADS, FinetuneConfig
+from medfm.finetune import FinetuneConfig
 from medfm.paths import runs_root
 from medfm.presets import PRESETS
-from medfm.probe.heads import HEADS
+from medfm.heads import heads_for, needs_tokens
 from medfm.registry import Registry
 from medfm.results import ResultsStore, complete_run
 from medfm.ui import console, progress
@@ -42,7 +42,7 @@ class Scenario:
     depth_axis: str | None = None  # grid axis that multiplies its rows (the unfreeze depths)
 
 
-SCENARIOS = {"frozen": Scenario("probe", HEADS), "unfrozen": Scenario("finetune", FINETUNE_HEADS, "unfreeze")}
+SCENARIOS = {"frozen": Scenario("probe", heads_for("probe")), "unfrozen": Scenario("finetune", heads_for("finetune"), "unfreeze")}
 # FinetuneConfig keys the sweep sets per row or from its own options (a `finetune:` mapping may not set them)
 SWEEP_OWNED = ("backbone", "dataset", "head", "fraction", "seed", "unfreeze", "weights", "data_root", "img_size", "device",
                "out", "results", "resume", "overwrite", "grey")
@@ -205,11 +205,6 @@ def check_rows(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool) -> d
     return problems
 
 
-def needs_tokens(heads: list[str]) -> bool:
-    probe = ProbeConfig(cache="-")
-    return any(getattr(HEADS.get(h)(probe, "binary", "roc_auc", "cpu"), "input", "features") == "tokens" for h in heads)
-
-
 def _counts(jobs: list[Job], kind: str) -> dict:
     return {"planned": sum(j.kind == kind for j in jobs), "ran": 0, "skipped": 0}
 
@@ -224,7 +219,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
                "probes": _counts(jobs, "probe"), "finetunes": _counts(jobs, "finetune"), "not_planned": notes,
                "results": str(store.path), "grid": {k: v for k, v in grid.items() if k not in ("probe", "finetune")},
                "finetune_settings": grid["finetune"], "plan": [j.__dict__ for j in jobs], "caches": {}}
-    probe_heads = [h for h in grid["heads"] if h in HEADS] if "frozen" in grid["scenarios"] else []
+    probe_heads = [h for h in grid["heads"] if h in SCENARIOS["frozen"].heads] if "frozen" in grid["scenarios"] else []
     tokens = cfg.tokens if cfg.tokens is not None else needs_tokens(probe_heads)
     n_pairs = len(grid["datasets"]) * len(grid["backbones"])
     n_probe, n_ft = summary["probes"]["planned"], summary["finetunes"]["planned"]

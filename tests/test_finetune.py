@@ -178,21 +178,18 @@ def test_frozen_linear_finetune_agrees_with_the_linear_probe(pneu_subset, dinov2
     assert kinds == ["finetune", "probe"]
 
 
-def test_deit_head_is_built_lazily_or_fails_clearly():
+def test_deit_head_is_built_from_the_head_registry_and_reads_tokens():
     from medfm.errors import MedfmError
-    from medfm.finetune import FINETUNE_HEADS, FinetuneConfig
+    from medfm.finetune import FinetuneConfig
+    from medfm.heads import HEADS
 
     cfg = FinetuneConfig(backbone="dinov2_vits14", dataset="x", head="deit", head_depth=1)
-    entry = FINETUNE_HEADS.get("deit")
-    assert entry.inputs == "tokens"
-    try:
-        import medfm.probe.deit_head  # noqa: F401 - built by the probes work; may be absent
-    except ImportError:
-        with pytest.raises(MedfmError, match="DeiT head is not available"):
-            entry.build(384, 2, cfg, 16)
-        return
-    head = entry.build(384, 2, cfg, 16)
+    entry = HEADS.get("deit")
+    assert entry.reads == "tokens" and "finetune" in entry.stages
+    head = entry.build_module(384, 2, cfg, 16)
     assert head(torch.randn(3, 16, 384)).shape == (3, 2)
+    with pytest.raises(MedfmError, match="knn head has no finetune stage"):
+        HEADS.get("knn").build_module(384, 2, cfg, 16)
 
 
 def test_grad_accumulation_equals_the_big_batch_with_balanced_sampling_and_early_stop(pneu_subset, dinov2_s_weights,

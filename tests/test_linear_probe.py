@@ -5,7 +5,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from medfm.probe import LinearProbe
+from medfm.heads.linear import LinearProbe
 
 
 def blobs(n, d=20, c=3, sep=1.0, seed=0):

@@ -18,7 +18,8 @@ def test_preset_names_only_registered_backbones_and_datasets(name):
 def test_unfrozen_rows_of_a_study_preset_are_valid_finetune_runs(name):
     """Each study's unfrozen settings are FinetuneConfig keys, one fine-tune per row and fine-tune head."""
     from medfm.config import SweepConfig
-    from medfm.finetune import FINETUNE_HEADS, FinetuneConfig
+    from medfm.finetune import FinetuneConfig
+    from medfm.heads import heads_for
     from medfm.sweep import plan_jobs, resolve_grid
 
     preset = PRESETS.get(name)
@@ -29,7 +30,7 @@ def test_unfrozen_rows_of_a_study_preset_are_valid_finetune_runs(name):
     jobs, notes = plan_jobs(grid)
     finetunes = [j for j in jobs if j.kind == "finetune"]
     n_rows = len(preset.backbones) * len(preset.datasets) * len(preset.fractions) * len(preset.seeds) * len(preset.unfreeze)
-    assert len(finetunes) == n_rows * len([h for h in preset.heads if h in FINETUNE_HEADS])
+    assert len(finetunes) == n_rows * len([h for h in preset.heads if h in heads_for("finetune")])
     assert len(jobs) - len(finetunes) == n_rows // len(preset.unfreeze) * len(preset.heads)
     assert {j.unfreeze for j in finetunes} == set(preset.unfreeze) and notes == []
 

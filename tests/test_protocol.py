@@ -13,11 +13,12 @@ from medfm.cache import FeatureCache
 from medfm.config import ProbeConfig
 from medfm.data.splits import stratified_partition
 from medfm.probe import run_probe
-from medfm.probe.linear import LinearProbe
-from medfm.probe.logreg import LogRegProbe
+from medfm.heads.linear import LinearProbe
+from medfm.heads.logreg import LogRegProbe
 from medfm.probe.runner import load_splits
 from medfm.probe.tokens import TokenRows
-from medfm.protocol import _resampled_metric, bootstrap_ci, label_subset
+from medfm.protocol import _resampled_metric, bootstrap_ci
+from medfm.targets import label_budget
 from medfm.metrics import roc_auc
 from medfm.report.aggregate import group_rows
 from medfm.results import ResultsStore
@@ -97,16 +98,16 @@ def test_token_rows_stream_every_row_once_chunk_by_chunk(breast_tokens):
 
 def test_fractions_and_seeds_give_distinct_reproducible_subsets(pneumonia_cache, tmp_path):
     y = pneumonia_cache.labels("train")
-    a, b, c = label_subset(y, 0.1, 0), label_subset(y, 0.1, 0), label_subset(y, 0.1, 1)
+    a, b, c = label_budget(y, 0.1, 0), label_budget(y, 0.1, 0), label_budget(y, 0.1, 1)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    assert len(a) == pytest.approx(0.1 * len(y), abs=2) and len(label_subset(y, 0.01, 0)) == pytest.approx(47, abs=2)
+    assert len(a) == pytest.approx(0.1 * len(y), abs=2) and len(label_budget(y, 0.01, 0)) == pytest.approx(47, abs=2)
     assert abs(np.mean(y[a]) - np.mean(y)) < 0.01  # stratified
-    tiny = label_subset(y, 1e-4, 5)
+    tiny = label_budget(y, 1e-4, 5)
     assert set(y[tiny]) == {0, 1}  # at least one sample per class, however small the budget
-    assert np.array_equal(label_subset(y, 1.0, 3), np.arange(len(y)))
+    assert np.array_equal(label_budget(y, 1.0, 3), np.arange(len(y)))
     multilabel = (np.random.default_rng(0).random((200, 5)) < 0.05).astype(np.uint8)
-    keep = label_subset(multilabel, 0.05, 0)
-    assert (multilabel[keep].sum(0) > 0).all() and np.array_equal(keep, label_subset(multilabel, 0.05, 0))
+    keep = label_budget(multilabel, 0.05, 0)
+    assert (multilabel[keep].sum(0) > 0).all() and np.array_equal(keep, label_budget(multilabel, 0.05, 0))
 
     recs = [probe(pneumonia_cache, tmp_path, head="knn", fraction=0.1, seed=s) for s in (0, 1, 2, 0)]
     shas = [r["train_rows_sha256"] for r in recs]

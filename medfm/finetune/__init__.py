@@ -4,8 +4,7 @@
 ``kind="finetune"``, plus the per-epoch ``history``); see ``runner.py``.
 """
 
-from medfm.finetune.config import FinetuneConfig
-from medfm.finetune.model import FINETUNE_HEADS
+from medfm.config import FinetuneConfig
 from medfm.finetune.runner import run_finetune
 
-__all__ = ["FINETUNE_HEADS", "FinetuneConfig", "run_finetune"]
+__all__ = ["FinetuneConfig", "run_finetune"]

@@ -1,4 +1,4 @@
-"""Training data: label budgets, per-modality augmentation, and order that survives resume and torchrun.
+"""Training data: per-modality augmentation, and order that survives resume and torchrun.
 
 Everything random about the data is a pure function of (seed, epoch, sample index): the sampler's
 permutation is seeded by (seed, epoch) (``DistributedSampler`` semantics), and each sample's
@@ -18,9 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from medfm.backbones import Backbone, to_rgb
 from medfm.data.base import Split
-from medfm.data.splits import stratified_partition
 from medfm.data.zoo import DATASETS
-from medfm.errors import MedfmError
 from medfm.extract.loader import SplitImages, collate
 from medfm.registry import Registry
 
@@ -101,19 +99,6 @@ class SeededImages(SplitImages):
             torch.manual_seed((self.seed * 1_000_003 + self.epoch * 10_007 + self.indices[k]) % (2**63))
             x, i, err = super().__getitem__(k)
         return x, i, err
-
-
-def label_budget(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Indices of the training samples kept under a label budget (stratified, >= 1 per class)."""
-    if fraction >= 1.0:
-        return np.arange(len(labels))
-    keep = stratified_partition(labels, {"keep": fraction, "rest": 1.0 - fraction}, seed)["keep"]
-    strata = labels if labels.ndim == 1 else np.zeros(len(labels), dtype=np.int64)
-    missing = set(np.unique(strata)) - set(np.unique(strata[keep]))
-    if missing:
-        raise MedfmError(f"--fraction {fraction} leaves class(es) {sorted(missing)} without a training sample",
-                         "use a larger --fraction")
-    return keep
 
 
 class BalancedDistributedSampler(DistributedSampler):

@@ -1,8 +1,10 @@
-"""One training epoch and one evaluation pass; the schedule; the loss.
+"""One training epoch and one evaluation pass; the schedule.
 
-The loss of a batch is ``mean_i(w[y_i] * CE_i)`` with class weights normalised to mean 1 over the
-training set (all 1 without ``--class-weight``). Being a plain per-sample mean, DDP's gradient
-average over equal-sized rank shares equals the single-process gradient of the global batch.
+The loss is ``medfm.targets.masked_loss``, the one every probe head uses: ``mean_i(w[y_i] * CE_i)``
+(class weights of mean 1 over the training set; all 1 without ``--class-weight``), or for
+multilabel tasks BCE summed over the known entries / (B * C), ignored entries contributing zero.
+Being a plain per-sample mean, DDP's gradient average over equal-sized rank shares equals the
+single-process gradient of the global batch.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medfm.errors import MedfmError
 from medfm.distributed import Dist
 from medfm.finetune.distributed import clip_grad_norm
+from medfm.targets import masked_loss
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
@@ -29,22 +31,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return f
-
-
-def class_weights(labels: np.ndarray, num_classes: int, task: str) -> torch.Tensor:
-    if task == "multilabel":  # positive weight per label = negatives / positives
-        pos = labels.sum(0)
-        return torch.as_tensor((len(labels) - pos) / np.maximum(pos, 1), dtype=torch.float32)
-    counts = np.bincount(labels, minlength=num_classes)
-    return torch.as_tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
-
-
-def loss_fn(logits: torch.Tensor, y: torch.Tensor, task: str, weight: torch.Tensor | None) -> torch.Tensor:
-    logits = logits.float()
-    if task == "multilabel":
-        return F.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=weight)
-    per = F.cross_entropy(logits, y, reduction="none")
-    return (per * weight[y]).mean() if weight is not None else per.mean()
 
 
 def autocast(device: torch.device, amp: bool):
@@ -78,7 +64,7 @@ def train_epoch(model, loader, labels: torch.Tensor, opt, sched, *, task, weight
         with sync:
             with autocast(device, amp):
                 logits = model(x)
-            loss = loss_fn(logits, y, task, weight)
+            loss = masked_loss(logits, y, task, weight)
             (loss / group_len).backward()
         if step_now:
             if clip:

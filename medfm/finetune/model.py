@@ -11,58 +11,18 @@ setting). Frozen modules stay in eval mode (dropout off, BatchNorm statistics fi
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from medfm.backbones import Backbone
 from medfm.errors import MedfmError
-from medfm.registry import Registry
 
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "mask_token", "dist_token")
 
 
-@dataclass(frozen=True)
-class HeadEntry:
-    """How a head reads the backbone: ``inputs`` is 'pooled' ([B, D]) or 'tokens' ([B, T, D])."""
-
-    inputs: str
-    build: Callable[..., nn.Module]
-
-
-FINETUNE_HEADS: Registry[HeadEntry] = Registry("fine-tune head", "medfm finetune --help")
-
-
-def _linear(dim: int, num_classes: int, cfg, num_tokens: int) -> nn.Module:
-    """Zero-initialised, as the probe's heads: training starts from the uniform prediction, so the
-    first steps push no random gradients into the unfrozen blocks, and ``--unfreeze 0`` trains
-    exactly the head ``medfm probe`` would (the agreement the tests check)."""
-    head = nn.Linear(dim, num_classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    return head
-
-
-def _deit(dim: int, num_classes: int, cfg, num_tokens: int) -> nn.Module:
-    try:
-        deit_head = importlib.import_module("medfm.probe.deit_head")
-    except ImportError as exc:
-        raise MedfmError(
-            f"the DeiT head is not available in this medfm ({exc})",
-            "use --head linear, or install a medfm that has medfm/probe/deit_head.py",
-        ) from None
-    return deit_head.DeiTHead(dim, num_classes, depth=cfg.head_depth, num_tokens=num_tokens, deit_weights=cfg.deit_weights)
-
-
-FINETUNE_HEADS.add("linear", HeadEntry("pooled", _linear))
-FINETUNE_HEADS.add("deit", HeadEntry("tokens", _deit))
-
-
 class FinetuneModel(nn.Module):
-    """Backbone + head. ``train()`` keeps the frozen parts in eval mode."""
+    """Backbone + head (built by the head registry, ``medfm.heads``); ``head_inputs`` is what the head
+    reads ('pooled' or 'tokens'). ``train()`` keeps the frozen parts in eval mode."""
 
     def __init__(self, backbone: Backbone, head: nn.Module, head_inputs: str, unfreeze: int):
         super().__init__()

@@ -23,15 +23,17 @@ from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
 from medfm.finetune import checkpoint as ckpt
-from medfm.finetune.config import FinetuneConfig
-from medfm.finetune.data import SeededImages, eval_loader, label_budget, policy_for, train_loader, train_transform
+from medfm.config import FinetuneConfig
+from medfm.finetune.data import SeededImages, eval_loader, policy_for, train_loader, train_transform
 from medfm.distributed import Dist, setup
 from medfm.finetune.distributed import load_model_state, load_optimizer_state, model_state, optimizer_state, unwrap, wrap
-from medfm.finetune.engine import class_weights, predict, train_epoch, warmup_cosine
-from medfm.finetune.model import FINETUNE_HEADS, FinetuneModel, param_groups
+from medfm.finetune.engine import predict, train_epoch, warmup_cosine
+from medfm.finetune.model import FinetuneModel, param_groups
+from medfm.heads import HEADS
 from medfm.metrics import compute_metrics
 from medfm.identity import finetune_identity, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
+from medfm.targets import class_weights, label_budget, rows_sha256
 from medfm.ui import console, progress
 
 # settings that do not change what a run computes (where it writes, how it is launched)
@@ -72,7 +74,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
 
 def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     start = time.perf_counter()
-    head_entry = FINETUNE_HEADS.get(cfg.head)
+    head_spec = HEADS.get(cfg.head)
+    head_spec.require("finetune")
     dataset, spec = finetune_inputs(cfg)
     task, metric, C = dataset.task, dataset.headline_metric, dataset.num_classes
     if not len(dataset.splits.get("val", ())):
@@ -105,10 +108,10 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     with torch.no_grad():
         s = spec.img_size
         pooled, toks = backbone.embed(torch.zeros(1, 3, s, s), with_tokens=True)
-    dim = int(toks.shape[-1] if head_entry.inputs == "tokens" else pooled.shape[-1])
+    dim = int(toks.shape[-1] if head_spec.reads == "tokens" else pooled.shape[-1])
     torch.manual_seed(cfg.seed)
-    head = head_entry.build(dim, C, cfg, int(toks.shape[1]))
-    model = FinetuneModel(backbone, head, head_entry.inputs, unfreeze)
+    head = head_spec.build_module(dim, C, cfg, int(toks.shape[1]))
+    model = FinetuneModel(backbone, head, head_spec.reads, unfreeze)
     if cfg.grad_checkpointing:
         if not hasattr(backbone.net, "set_grad_checkpointing"):
             raise MedfmError(f"{spec.entry.name} does not support gradient checkpointing", "drop --grad-checkpointing")
@@ -132,7 +135,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     evals = {s: eval_loader(dataset.splits[s], backbone.transform, d.rank, d.world, per_rank, workers, pin)
              for s in ("val", "test")}
     labels_t = torch.as_tensor(train.labels)
-    weight = class_weights(train.labels[train_idx], C, task).to(device) if cfg.class_weight else None
+    weight = torch.as_tensor(class_weights(train.labels[train_idx], C, task), device=device) if cfg.class_weight else None
 
     # optimiser + schedule
     updates_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
@@ -221,7 +224,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "backbone": spec.entry.name,
         "weights": spec.weights.origin,
         "weights_sha256": spec.weights.sha256,
-        "feature": spec.feature if head_entry.inputs == "pooled" else "tokens",
+        "feature": spec.feature if head_spec.reads == "pooled" else "tokens",
         "img_size": spec.img_size,
         "head": cfg.head,
         "unfreeze": unfreeze,
@@ -243,6 +246,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "val": val,
         "test": test,
         "n": {"train": int(len(train_idx)), "val": len(dataset.splits["val"]), "test": len(dataset.splits["test"])},
+        "train_rows_sha256": rows_sha256(train_idx),
         "val_policy": "; ".join(dataset.notes) or "val split from the dataset",
         "cache": None,
         "cache_fingerprint": None,
@@ -253,7 +257,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "run_key": key,
     }
     with_identity(record, finetune_identity(cfg.to_dict(), dataset.name, dataset.identity, spec.identity(), metric, unfreeze,
-                                            n_blocks, head_entry.inputs == "tokens"))
+                                            n_blocks, head_spec.reads == "tokens"))
     full = model_state(wrapped, model) if cfg.save_model else None  # collective under FSDP
     if d.is_main:
         _write_outputs(out, cfg, record, full)

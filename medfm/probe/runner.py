@@ -22,12 +22,12 @@ from medfm.data.splits import stratified_partition
 from medfm.errors import MedfmError
 from medfm.distributed import pick_device
 from medfm.metrics import check_metric_for_task, compute_metrics
-from medfm.cache.fingerprint import fingerprint
-from medfm.probe.heads import HEADS
+from medfm.heads import HEADS
 from medfm.probe.tokens import TokenRows
-from medfm.protocol import bootstrap_ci, label_subset
+from medfm.protocol import bootstrap_ci
 from medfm.identity import probe_identity, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
+from medfm.targets import label_budget, rows_sha256
 from medfm.ui import console
 
 VAL_FROM_TRAIN = 0.15
@@ -66,9 +66,9 @@ def probe_run_key(cfg: ProbeConfig, cache: FeatureCache) -> str:
     return run_key(identity)
 
 
-def _inputs(head, cache: FeatureCache, rows: dict[str, tuple[str, np.ndarray]], head_name: str) -> dict:
-    """What the head eats per split: pooled features, or lazily streamed token rows."""
-    if getattr(head, "input", "features") == "tokens":
+def _inputs(spec, cache: FeatureCache, rows: dict[str, tuple[str, np.ndarray]], head_name: str) -> dict:
+    """What the head reads (its registry entry says) per split: pooled features, or lazily streamed token rows."""
+    if spec.reads == "tokens":
         if not cache.has_tokens():
             raise MedfmError(f"the {head_name} head needs patch tokens, and cache {cache.path} has none",
                              "re-extract with `medfm extract ... --tokens`")
@@ -83,7 +83,8 @@ def run_probe(cfg: ProbeConfig) -> dict:
     ds_meta, bb_meta = cache.meta["dataset"], cache.meta["backbone"]
     task = ds_meta["task"]
     metric = probe_metric(cfg, cache)
-    head_factory = HEADS.get(cfg.head)
+    spec = HEADS.get(cfg.head)
+    spec.require("probe")
     key = probe_run_key(cfg, cache)
     store = ResultsStore(cfg.results)  # a file that is not a results store is refused before any training
     out, done = start_run(cfg.out, cfg.overwrite, "probe", f"{ds_meta['name']}-{bb_meta['name']}-{cfg.head}", key, store)
@@ -93,12 +94,12 @@ def run_probe(cfg: ProbeConfig) -> dict:
 
     rows, val_policy = split_rows(cache, cfg.seed)
     labels = {s: cache.labels(src)[idx] for s, (src, idx) in rows.items()}
-    keep = label_subset(labels["train"], cfg.fraction, cfg.seed)
+    keep = label_budget(labels["train"], cfg.fraction, cfg.seed)
     rows["train"] = (rows["train"][0], rows["train"][1][keep])
     labels["train"] = labels["train"][keep]
     device = pick_device(cfg.device)
-    head = head_factory(cfg, task, metric, device)
-    X = _inputs(head, cache, rows, cfg.head)
+    head = spec.build_probe(cfg, task, metric, device)
+    X = _inputs(spec, cache, rows, cfg.head)
     (y_tr, y_va, y_te) = labels["train"], labels["val"], labels["test"]
     budget = f" (label budget {cfg.fraction:g}, seed {cfg.seed})" if cfg.fraction < 1 else ""
     console.print(f"training {cfg.head} head on {len(y_tr)} train{budget} / {len(y_va)} val samples ({metric} chooses)")
@@ -127,7 +128,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
         "val": val,
         "test": test,
         "n": {"train": int(len(y_tr)), "val": int(len(y_va)), "test": int(len(y_te))},
-        "train_rows_sha256": fingerprint({"rows": rows["train"][1].tolist()}),
+        "train_rows_sha256": rows_sha256(rows["train"][1]),
         "val_policy": val_policy,
         "cache": str(cache.path),
         "cache_fingerprint": cache.meta["fingerprint"],
@@ -144,7 +145,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
         record["predictions"] = {"test": {"y_true": y_te.tolist(), "y_score": np.round(p_test, 5).tolist()}}
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
     record["run_key"] = key
-    with_identity(record, probe_identity(cfg.to_dict(), cache.meta, metric, getattr(head, "input", "features") == "tokens"))
+    with_identity(record, probe_identity(cfg.to_dict(), cache.meta, metric, spec.reads == "tokens"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"probe": cfg.to_dict()}, indent=2))
     return finish_run(out, record, store, "probe")

@@ -5,6 +5,10 @@ per step, with Adam (per-head learning rate) and a cosine schedule — the trick
 evaluation uses. ``wd`` is an L2 penalty ``wd/2 * ||W||^2`` in the objective, so each head solves a
 regularised logistic regression, as scikit-learn's does. The head with the best validation score
 is kept. The class follows scikit-learn's ``fit`` / ``predict_proba`` / ``predict`` / ``score``.
+
+Fine-tuning's linear head (``for_finetune``) is the same classifier as one ``nn.Linear``,
+zero-initialised like the grid, so ``medfm finetune --unfreeze 0 --head linear`` trains exactly
+the head ``medfm probe`` would.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from medfm.metrics import IGNORE, METRICS
+from medfm.heads.base import Head
+from medfm.targets import class_weights, loss_grad
 
 
 @contextmanager
@@ -54,7 +59,7 @@ class FeatureScaler:
         return (X - self.mean_) / self.scale_
 
 
-class LinearProbe:
+class LinearProbe(Head):
     grid_names = ("lr", "weight_decay")  # what each entry of ``grid_`` holds
 
     def __init__(
@@ -88,7 +93,7 @@ class LinearProbe:
     # -- training ------------------------------------------------------------------------------
     def fit(self, X, y, X_val, y_val, num_classes: int | None = None) -> LinearProbe:
         y, y_val = np.asarray(y), np.asarray(y_val)
-        self.num_classes_ = num_classes or (y.shape[1] if self.task == "multilabel" else int(max(y.max(), y_val.max())) + 1)
+        self.num_classes_ = self._num_classes(y, y_val, num_classes)
         self.scaler_ = FeatureScaler(self.normalize).fit(X)
         Xt, yt = self._prep(X), self._targets(y)
         n, d, c = Xt.shape[0], Xt.shape[1], self.num_classes_
@@ -100,7 +105,9 @@ class LinearProbe:
         W = torch.zeros(d, g * c, device=self.device)
         b = torch.zeros(g * c, device=self.device)
         state = {"W": (torch.zeros_like(W), torch.zeros_like(W)), "b": (torch.zeros_like(b), torch.zeros_like(b))}
-        weight = self._class_weights(y) if self.class_weight else None
+        weight = None
+        if self.class_weight:
+            weight = torch.as_tensor(class_weights(y, c, self.task), device=self.device)
 
         gen = torch.Generator().manual_seed(self.seed)
         steps_per_epoch = math.ceil(n / self.batch_size)
@@ -112,7 +119,7 @@ class LinearProbe:
                     idx = order[k * self.batch_size : (k + 1) * self.batch_size]
                     xb = Xt[idx]
                     logits = (xb @ W + b).view(len(idx), g, c)
-                    dlogits = self._grad_logits(logits, yt[idx], weight).reshape(len(idx), g * c)
+                    dlogits = loss_grad(logits, yt[idx], self.task, weight).reshape(len(idx), g * c)  # each head's own loss
                     gW = torch.addmm(W * wd, xb.T, dlogits)  # d(mean loss)/dW + wd * W
                     gb = dlogits.sum(0)
                     step += 1
@@ -125,28 +132,12 @@ class LinearProbe:
             probs = self._proba((Xv @ W + b).view(len(Xv), g, c)).permute(1, 0, 2).cpu().numpy()
         scores = np.array([self._safe_score(y_val, probs[i]) for i in range(g)])
         self.val_scores_ = scores
-        best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
+        best = self._best(scores)
         self.best_index_ = best
         self.best_params_ = {"lr": grid[best][0], "weight_decay": grid[best][1]}
         self.coef_ = W.view(d, g, c)[:, best].clone()
         self.intercept_ = b.view(g, c)[best].clone()
         return self
-
-    def _grad_logits(self, logits: torch.Tensor, y: torch.Tensor, weight) -> torch.Tensor:
-        """Gradient of each head's mean (class-weighted) loss w.r.t. its logits [B, G, C], in closed form."""
-        bsz, _, c = logits.shape
-        if self.task == "multilabel":  # BCE with pos_weight, mean over the batch's known targets
-            known = (y != IGNORE).to(logits.dtype)  # "not known" (CheXpert uncertain, policy ignore): no gradient
-            t = (y * known).unsqueeze(1)
-            pw = weight if weight is not None else 1.0
-            grad = torch.sigmoid(logits) * (pw * t + 1 - t) - pw * t
-            return grad * known.unsqueeze(1) / known.sum().clamp(min=1)
-        onehot = torch.nn.functional.one_hot(y, c).to(logits.dtype).unsqueeze(1)
-        grad = torch.softmax(logits, dim=-1) - onehot
-        if weight is None:
-            return grad / bsz
-        w = weight[y]
-        return grad * (w / w.sum()).view(bsz, 1, 1)
 
     @staticmethod
     def _adam(p, grad, moments, lr, step, betas=(0.9, 0.999), eps=1e-8):
@@ -157,30 +148,30 @@ class LinearProbe:
         v_hat = v / (1 - betas[1] ** step)
         p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
 
-    def _class_weights(self, y: np.ndarray) -> torch.Tensor:
-        counts = (y == 1).sum(0) if self.task == "multilabel" else np.bincount(y, minlength=self.num_classes_)
-        if self.task == "multilabel":  # positive weight = negatives / positives, per label
-            w = ((y == 0).sum(0)) / np.maximum(counts, 1)
-        else:
-            w = len(y) / (self.num_classes_ * np.maximum(counts, 1))
-        return torch.as_tensor(w, dtype=torch.float32, device=self.device)
-
     def _proba(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.task == "multilabel" else torch.softmax(logits, dim=-1)
 
     def _safe_score(self, y, probs) -> float:
         if not np.isfinite(probs).all():
             return float("nan")  # a diverged head (too high a learning rate) simply loses
-        return METRICS.get(self.metric).fn(y, probs)
+        return self._metric(y, probs)
 
     # -- inference -----------------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
         with torch.no_grad():
             return self._proba(self._prep(X) @ self.coef_ + self.intercept_).cpu().numpy()
 
-    def predict(self, X) -> np.ndarray:
-        p = self.predict_proba(X)
-        return (p >= 0.5).astype(np.int64) if self.task == "multilabel" else p.argmax(1)
 
-    def score(self, X, y) -> float:
-        return METRICS.get(self.metric).fn(np.asarray(y), self.predict_proba(X))
+def for_probe(cfg, task: str, metric: str, device) -> LinearProbe:
+    return LinearProbe(task=task, metric=metric, lrs=cfg.lrs, wds=cfg.wds, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                       min_steps=cfg.min_steps, normalize=cfg.normalize, class_weight=cfg.class_weight, seed=cfg.seed,
+                       device=device)
+
+
+def for_finetune(dim: int, num_classes: int, cfg, num_tokens: int) -> torch.nn.Module:
+    """Zero-initialised, as the probe's heads: training starts from the uniform prediction, so the
+    first steps push no random gradients into the unfrozen blocks."""
+    head = torch.nn.Linear(dim, num_classes)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    return head

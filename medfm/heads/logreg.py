@@ -3,7 +3,8 @@
 The linear head's objective is mean loss + ``wd/2 * ||W||^2``; scikit-learn minimises
 ``C * sum(loss) + 1/2 * ||W||^2``, the same problem when ``C = 1 / (wd * n)`` (``wd = 0``: no
 penalty). Each grid point is one L-BFGS fit to convergence; the best on val is kept.
-Multilabel tasks fit one binary model per label.
+Multilabel tasks fit one binary model per label, on the rows where that label is known
+(``medfm.targets``: an ignored entry is left out of its label's fit, and only of that one).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medfm.metrics import METRICS
-from medfm.probe.linear import FeatureScaler
+from medfm.heads.base import Head
+from medfm.heads.linear import FeatureScaler
+from medfm.targets import known_mask
 
 
-class LogRegProbe:
+class LogRegProbe(Head):
     grid_names = ("weight_decay",)  # what each entry of ``grid_`` holds
 
     def __init__(self, task: str, metric: str, wds: Sequence[float] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2),
@@ -27,39 +29,51 @@ class LogRegProbe:
 
     def _model(self, wd: float, n: int):
         from sklearn.linear_model import LogisticRegression
-        from sklearn.multiclass import OneVsRestClassifier
 
         kw = {"C": np.inf if wd == 0 else 1.0 / (wd * n)}
-        lr = LogisticRegression(max_iter=self.max_iter, class_weight="balanced" if self.class_weight else None,
-                                random_state=self.seed, **kw)
-        return OneVsRestClassifier(lr) if self.task == "multilabel" else lr
+        return LogisticRegression(max_iter=self.max_iter, class_weight="balanced" if self.class_weight else None,
+                                  random_state=self.seed, **kw)
+
+    def _fit_one(self, wd: float, Xs: np.ndarray, y: np.ndarray):
+        """One grid point: a model, or (multilabel) one per label fitted on its known rows only."""
+        if self.task != "multilabel":
+            return self._model(wd, len(y)).fit(Xs, y)
+        known = known_mask(y)
+        per_label = []
+        for c in range(y.shape[1]):
+            rows = np.flatnonzero(known[:, c])
+            t = y[rows, c]
+            if len(np.unique(t)) < 2:  # nothing to separate: predict the known prevalence (0.5 if none known)
+                per_label.append(float(t.mean()) if len(t) else 0.5)
+            else:
+                per_label.append(self._model(wd, len(rows)).fit(Xs[rows], t))
+        return per_label
 
     def fit(self, X, y, X_val, y_val, num_classes: int | None = None) -> LogRegProbe:
         from sklearn.exceptions import ConvergenceWarning
 
         y = np.asarray(y)
-        self.num_classes_ = num_classes or (y.shape[1] if y.ndim == 2 else int(y.max()) + 1)
+        self.num_classes_ = self._num_classes(y, y_val, num_classes)
         self.scaler_ = FeatureScaler(self.normalize).fit(X)
         Xs, Xv = self.scaler_.transform(X), self.scaler_.transform(X_val)
-        fn = METRICS.get(self.metric).fn
         models, scores = [], []
         for wd in self.wds:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                m = self._model(wd, len(y)).fit(Xs, y)
+                m = self._fit_one(wd, Xs, y)
             models.append(m)
-            scores.append(fn(np.asarray(y_val), self._full_proba(m, Xv)))
+            scores.append(self._metric(np.asarray(y_val), self._full_proba(m, Xv)))
         self.val_scores_ = np.array(scores, dtype=np.float64)
-        best = int(np.nanargmax(self.val_scores_)) if np.isfinite(self.val_scores_).any() else 0
+        best = self._best(self.val_scores_)
         self.model_ = models[best]
         self.grid_ = self.wds
         self.best_params_ = {"weight_decay": self.wds[best]}
         return self
 
     def _full_proba(self, model, Xs) -> np.ndarray:
-        p = model.predict_proba(Xs)
         if self.task == "multilabel":
-            return p
+            return np.stack([np.full(len(Xs), m) if isinstance(m, float) else m.predict_proba(Xs)[:, 1] for m in model], 1)
+        p = model.predict_proba(Xs)
         full = np.zeros((len(Xs), self.num_classes_))
         full[:, model.classes_] = p  # a class missing from a small label budget gets probability 0
         return full
@@ -67,9 +81,7 @@ class LogRegProbe:
     def predict_proba(self, X) -> np.ndarray:
         return self._full_proba(self.model_, self.scaler_.transform(X))
 
-    def predict(self, X) -> np.ndarray:
-        p = self.predict_proba(X)
-        return (p >= 0.5).astype(np.int64) if self.task == "multilabel" else p.argmax(1)
 
-    def score(self, X, y) -> float:
-        return METRICS.get(self.metric).fn(np.asarray(y), self.predict_proba(X))
+def for_probe(cfg, task: str, metric: str, device) -> LogRegProbe:
+    return LogRegProbe(task=task, metric=metric, wds=cfg.wds, normalize=cfg.normalize, class_weight=cfg.class_weight,
+                       seed=cfg.seed)

@@ -5,7 +5,7 @@ LayerNorm replace DeiT-B's patch embedding; DeiT-B's CLS token and its position 
 (resampled from 14 x 14 to the token grid) are added; then ``depth`` DeiT-B blocks, the final norm,
 the CLS token and a linear classifier. With ``deit_weights`` the DeiT parts start from an ImageNet
 DeiT-B checkpoint (timm keys, as ``deit_base_patch16_224.fb_in1k``); otherwise they are randomly
-initialised. ``medfm finetune --head deit`` imports the same module.
+initialised. ``medfm finetune --head deit`` trains the same module (``for_finetune``).
 
 ``DeiTProbe`` is the scikit-learn-shaped wrapper: AdamW with a cosine schedule, bf16 autocast on
 GPU, mini-batches streamed chunk by chunk from the on-disk token array (``TokenRows``), and the
@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from medfm.errors import MedfmError
-from medfm.metrics import METRICS
+from medfm.heads.base import Head
 from medfm.probe.tokens import TokenRows, as_token_rows
+from medfm.targets import class_weights, masked_loss
 
 DEIT_DIM = 768
 DEIT_GRID = 14  # DeiT-B/16 at 224 px: 14 x 14 patches (+ CLS) in its position embedding
@@ -102,10 +103,8 @@ def load_deit_weights(model: nn.Module, path: str, depth: int) -> None:
     model.load_state_dict({k: state[k] for k in wanted}, strict=False)
 
 
-class DeiTProbe:
-    """Trains a ``DeiTHead`` on cached tokens; ``fit``/``predict_proba``/``predict``/``score``."""
-
-    input = "tokens"  # the probe runner hands this head token rows, not pooled features
+class DeiTProbe(Head):
+    """Trains a ``DeiTHead`` on cached token rows (``TokenRows``); ``fit``/``predict_proba``/``predict``/``score``."""
 
     def __init__(self, task: str, metric: str, depth: int = 12, deit_weights: str | None = None, epochs: int = 10,
                  batch_size: int = 64, lr: float = 1e-4, weight_decay: float = 1e-5, warmup_frac: float = 0.1,
@@ -123,8 +122,7 @@ class DeiTProbe:
     def fit(self, X, y, X_val, y_val, num_classes: int | None = None) -> DeiTProbe:
         rows, rows_val = as_token_rows(X), as_token_rows(X_val)
         y, y_val = np.asarray(y), np.asarray(y_val)
-        multilabel = self.task == "multilabel"
-        self.num_classes_ = num_classes or (y.shape[1] if multilabel else int(max(y.max(), y_val.max())) + 1)
+        self.num_classes_ = self._num_classes(y, y_val, num_classes)
         torch.manual_seed(self.seed)
         n_tok, dim = rows.token_shape
         self.model_ = DeiTHead(dim, self.num_classes_, self.depth, n_tok, self.deit_weights).to(self.device)
@@ -133,25 +131,27 @@ class DeiTProbe:
         warm = max(1, int(self.warmup_frac * steps))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-        loss_fn = self._loss_fn(y)
+        weight = None
+        if self.class_weight:
+            weight = torch.as_tensor(class_weights(y, self.num_classes_, self.task), device=self.device)
         rng = np.random.Generator(np.random.PCG64(self.seed))
-        fn = METRICS.get(self.metric).fn
         best, self.history_ = (-math.inf, None, 0), []
         for epoch in range(self.epochs):
             start, total, seen = time.perf_counter(), 0.0, 0
             self.model_.train()
             for xb, pos in rows.batches(self.batch_size, rng=rng):
                 xb = torch.as_tensor(xb, dtype=torch.float32, device=self.device)
-                yb = torch.as_tensor(y[pos], dtype=torch.float32 if multilabel else torch.long, device=self.device)
+                yb = torch.as_tensor(y[pos], device=self.device)
                 with self._autocast():
-                    loss = loss_fn(self.model_(xb).float(), yb)
+                    logits = self.model_(xb)
+                loss = masked_loss(logits, yb, self.task, weight)  # ignored entries: zero loss and gradient
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.model_.parameters(), self.grad_clip)
                 opt.step()
                 sched.step()
                 total, seen = total + loss.item() * len(pos), seen + len(pos)
-            val = fn(y_val, self._predict_rows(rows_val))
+            val = self._metric(y_val, self._predict_rows(rows_val))
             self.history_.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val": float(val),
                                   "seconds": round(time.perf_counter() - start, 2)})
             if np.isfinite(val) and val > best[0]:
@@ -162,20 +162,6 @@ class DeiTProbe:
                              "best_epoch": best[2], "epochs": self.epochs,
                              "init": "imagenet" if self.deit_weights else "random"}
         return self
-
-    def _loss_fn(self, y: np.ndarray):
-        if self.task == "multilabel":
-            pos = None
-            if self.class_weight:
-                counts = y.sum(0)
-                pos = torch.as_tensor((len(y) - counts) / np.maximum(counts, 1), dtype=torch.float32, device=self.device)
-            return nn.BCEWithLogitsLoss(pos_weight=pos)
-        weight = None
-        if self.class_weight:
-            counts = np.bincount(y, minlength=self.num_classes_)
-            weight = torch.as_tensor(len(y) / (self.num_classes_ * np.maximum(counts, 1)), dtype=torch.float32,
-                                     device=self.device)
-        return nn.CrossEntropyLoss(weight=weight)
 
     def _predict_rows(self, rows: TokenRows) -> np.ndarray:
         self.model_.eval()
@@ -190,9 +176,12 @@ class DeiTProbe:
     def predict_proba(self, X) -> np.ndarray:
         return self._predict_rows(as_token_rows(X))
 
-    def predict(self, X) -> np.ndarray:
-        p = self.predict_proba(X)
-        return (p >= 0.5).astype(np.int64) if self.task == "multilabel" else p.argmax(1)
 
-    def score(self, X, y) -> float:
-        return METRICS.get(self.metric).fn(np.asarray(y), self.predict_proba(X))
+def for_probe(cfg, task: str, metric: str, device) -> DeiTProbe:
+    return DeiTProbe(task=task, metric=metric, depth=cfg.head_depth, deit_weights=cfg.deit_weights, epochs=cfg.epochs,
+                     batch_size=cfg.head_batch_size, lr=cfg.head_lr, class_weight=cfg.class_weight, seed=cfg.seed,
+                     device=device)
+
+
+def for_finetune(dim: int, num_classes: int, cfg, num_tokens: int) -> DeiTHead:
+    return DeiTHead(dim, num_classes, depth=cfg.head_depth, num_tokens=num_tokens, deit_weights=cfg.deit_weights)
