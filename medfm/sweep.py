@@ -321,7 +321,7 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
         try:
             key = probe_run_key(pcfg, cache)  # `out` is not part of the key
             pcfg = pcfg.model_copy(update={"out": str(job.folder(out_root, key))})
-            ran = not store.has(key)
+            ran = not store.has(key) and not _store_finished(Path(pcfg.out), key, store, "probe")
             if ran:
                 rec = run_probe(pcfg)
                 console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
@@ -347,7 +347,7 @@ def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, 
         key = finetune_run_key(fcfg, inputs)  # `out` is not part of the key
         fcfg = fcfg.model_copy(update={"out": str(job.folder(out_root, key))})
         try:
-            ran = not store.has(key) and not _store_finished(Path(fcfg.out), key, store)
+            ran = not store.has(key) and not _store_finished(Path(fcfg.out), key, store, "finetune")
             if ran:
                 rec = run_finetune(fcfg)
                 console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
@@ -357,10 +357,10 @@ def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, 
         advance(job, ran)
 
 
-def _store_finished(out: Path, key: str, store: ResultsStore) -> bool:
+def _store_finished(out: Path, key: str, store: ResultsStore, kind: str) -> bool:
     """A run folder that finished but whose row never reached this store (killed in between, or
     another --results): store its record instead of training again."""
-    if complete_run(out, key, store, "finetune", any_store=True) is None:
+    if complete_run(out, key, store, kind, any_store=True) is None:
         return False
-    console.print(f"  stored the finished fine-tune in {out} (its row was not in {store.path})")
+    console.print(f"  stored the finished {kind} in {out} (its row was not in {store.path})")
     return True

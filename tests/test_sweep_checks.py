@@ -57,6 +57,11 @@ def test_keep_going_records_the_failing_rows_and_finishes_the_rest(pneu_subset, 
         ("mobilenetv2", 0), ("mobilenetv2", 1)]
     with pytest.raises(MedfmError, match="2 of 4 sweep rows failed .first: .*patch size 14"):
         raise_for_failures(summary)  # what the CLI exits with
+    # the finished rows' folders gathered into another store: stored from their results.json, not trained again
+    other = run_sweep(grid(pneu_subset, dinov2_s_weights, tmp_path, backbones=["mobilenetv2"],
+                           results=str(tmp_path / "other.sqlite")))
+    assert other["probes"] == {"planned": 2, "ran": 0, "skipped": 2} and other["failed"] == []
+    assert len(ResultsStore(tmp_path / "other.sqlite")) == 2
 
 
 def test_cli_keep_going_with_failures_prints_the_summary_and_exits_2_with_one_line(cli, pneu_subset, tmp_path):
