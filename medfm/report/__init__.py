@@ -36,8 +36,8 @@ def _fmt(g: Group) -> str:
 COLUMNS = ("dataset", "metric", "run", "kind", "fraction", "seeds", "test (mean ± std [95% CI])")
 # results.csv: every identity field as a column (settings mappings as JSON), then the numbers
 CSV_FIELDS = ("kind", "dataset", "backbone", "weights", "weights_sha256", "feature", "layers", "img_size", "grey", "tokens",
-              "dtype", "pixels", "head", "head_settings", "unfreeze", "finetune", "fraction", "metric", "dataset_sha256",
-              "identity_version")
+              "dtype", "pixels", "head", "head_settings", "unfreeze", "blocks", "finetune", "fraction", "metric",
+              "dataset_sha256", "identity_version")
 
 
 def _row(g: Group) -> list[str]:
@@ -115,8 +115,8 @@ def run_report(cfg: ReportConfig) -> dict:
     figs.append(("ranking", "backbone ranking", figures.ranking(ranks)))
     for r in records:
         if r.get("history"):
-            figs.append(("training", f"training curve — {r['dataset']} {labels.get(r.get('run_key'), r['backbone'] + ' + ' + r['head'])}",
-                         figures.training_curve(r)))
+            label = labels.get(r.get("run_key"), f"{r['backbone']} + {r['head']}")
+            figs.append(("training", f"training curve — {r['dataset']} {label}", figures.training_curve(r)))
 
     paths = []
     for i, (_, title, png) in enumerate(figs):
