@@ -118,7 +118,7 @@ def sweep(settings: dict, config: str | None, as_json: bool, list_presets: bool)
     if list_presets:
         _list_presets()
         return
-    from medfm.sweep import run_sweep  # after --list-presets: it imports the probe heads (torch)
+    from medfm.sweep import raise_for_failures, run_sweep  # after --list-presets: it imports the probe heads (torch)
 
     summary = run_sweep(SweepConfig.load(config, settings))
     if as_json:
@@ -127,6 +127,7 @@ def sweep(settings: dict, config: str | None, as_json: bool, list_presets: bool)
         p, f = summary["probes"], summary["finetunes"]
         typer.echo(f"{p['planned']} probes + {f['planned']} fine-tunes planned, {p['ran']} + {f['ran']} run, "
                    f"{p['skipped']} + {f['skipped']} already done; results: {summary['results']}")
+    raise_for_failures(summary)  # --keep-going with failed rows: one line, exit 2
 
 
 @config_command(app, ReportConfig, extra=CONFIG_PARAMS)
@@ -337,6 +338,26 @@ def cache_verify(
     else:
         typer.echo(f"verified {report['path']}: {report['chunks']} data chunks and the labels and ids of every split "
                    f"match their digests" + (f" (repaired {len(report['repaired'])})" if report["repaired"] else ""))
+
+
+@app.command()
+def metrics(as_json: JsonOpt = False):
+    """List the metric registry: name, the task kinds it applies to, what it measures."""
+    from rich.table import Table
+
+    from medfm.metrics import METRICS
+    from medfm.ui import stdout_console
+
+    rows = [{"name": m.name, "tasks": list(m.tasks), "description": m.description} for _, m in METRICS.items()]
+    if as_json:
+        _emit({"metrics": rows}, True)
+        return
+    t = Table(title=f"{len(rows)} metrics (--metric NAME; a dataset's headline metric is its default)")
+    for col in ("name", "tasks", "what it measures"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], ", ".join(r["tasks"]), r["description"])
+    stdout_console().print(t)
 
 
 @app.command()

@@ -94,6 +94,36 @@ def _batch_size(value):
 BatchSize = Annotated[int | Literal["auto"], BeforeValidator(_batch_size)]
 
 
+def _img_sizes(value):
+    """One size (64) or sizes per backbone ('dinov2_vits14=56,mobilenetv2=64', or a mapping); each >= 16."""
+    if value is None or isinstance(value, dict):
+        sizes = value
+    elif isinstance(value, str) and "=" in value:
+        sizes = {}
+        for item in value.split(","):
+            name, sep, size = item.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"{item!r} is not BACKBONE=SIZE")
+            sizes[name.strip()] = size.strip()
+    else:
+        sizes = {"": value}
+    if sizes is None:
+        return None
+    out = {}
+    for name, size in sizes.items():
+        try:
+            number = int(size)
+        except (TypeError, ValueError):
+            raise ValueError(f"image size {size!r} is not a whole number") from None
+        if number < 16 or number > MAX_IMG_SIZE or isinstance(size, bool) or number != float(size):
+            raise ValueError(f"image size {size!r} must be a whole number from 16 to {MAX_IMG_SIZE}")
+        out[name] = number
+    return out[""] if "" in out else out
+
+
+ImgSizes = Annotated[int | dict[str, int] | None, BeforeValidator(_img_sizes)]
+
+
 def _opt(default=..., help: str = "", cli: dict | None = None, **constraints):
     """A config field that is also a command-line option: ``help`` is its ``--help`` text (one declaration)."""
     extra = {"cli": cli} if cli else None
@@ -335,10 +365,15 @@ class SweepConfig(_Config):
     weights: dict[str, str] = _opt({}, "BACKBONE=PATH|random (others: official weights)")
     backbones_file: str | None = _opt(None, BACKBONES_FILE_HELP)
     data_root: str | None = _opt(None, "folder holding registry datasets [$MEDFM_DATA, ../shared/data]")
-    img_size: int | None = _opt(None, "input size for every backbone [each backbone's default]", ge=16, le=MAX_IMG_SIZE)
+    img_size: ImgSizes = _opt(None, "input size: one for every backbone (64), or per backbone "
+                                    "(dinov2_vits14=56,mobilenetv2=64; others: their default) [each backbone's default]")
+    grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeated to RGB, or through the stem's red filter "
+                                                    "only (extraction and fine-tunes)")
     tokens: bool | None = _opt(None, "store patch tokens [auto: when a head needs them]")
-    extract_batch_size: int = _opt(64, "images per forward pass when extracting", ge=1)
+    extract_batch_size: BatchSize = _opt(64, "images per forward pass when extracting, or 'auto' (GPU: largest that fits)")
     duplicates: Duplicates = _duplicates_opt()  # applied to every extract and fine-tune of the sweep
+    keep_going: bool = _opt(False, "a row that fails is recorded (with its error) and the sweep goes on; the summary "
+                                   "lists the failures and the exit status is 2", cli={"flag": "--keep-going"})
     device: str = _opt("auto", "auto, cpu, cuda")
     results: str | None = _opt(None, "results store [$MEDFM_RUNS/results.sqlite]")
     out: str | None = _opt(None, "folder of per-row run folders (probes and fine-tunes) [$MEDFM_RUNS/sweep/<preset>]")
@@ -358,4 +393,8 @@ class ReportConfig(_Config):
     results: str | None = _opt(None, "results store (SQLite) to read [$MEDFM_RUNS/results.sqlite]")
     out: str = _opt("medfm-report", "output folder")
     bootstrap: int = _opt(1000, "resamples for the seed-pooled 95% CI", ge=0)
-    kind: str | None = _opt(None, "only probe or finetune rows")
+    kind: Literal["probe", "finetune"] | None = _opt(None, "only probe or finetune rows")
+    dataset: list[str] = _opt([], "only these datasets")
+    fraction: list[float] = _opt([], "only these label budgets")
+    where: list[str] = _opt([], "only rows whose run identity has FIELD=VALUE, e.g. backbone=mobilenetv2, "
+                                "weights=random, img_size=224, unfreeze=2 (a field given twice: either value)")

@@ -17,7 +17,6 @@ they are, nothing is duplicated, the rest are computed.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from medfm.paths import runs_root
 from medfm.presets import PRESETS
 from medfm.heads import heads_for, needs_tokens
 from medfm.registry import Registry
-from medfm.results import ResultsStore
+from medfm.results import ResultsStore, complete_run
 from medfm.ui import console, progress
 
 
@@ -46,7 +45,7 @@ class Scenario:
 SCENARIOS = {"frozen": Scenario("probe", heads_for("probe")), "unfrozen": Scenario("finetune", heads_for("finetune"), "unfreeze")}
 # FinetuneConfig keys the sweep sets per row or from its own options (a `finetune:` mapping may not set them)
 SWEEP_OWNED = ("backbone", "dataset", "head", "fraction", "seed", "unfreeze", "weights", "data_root", "img_size", "device",
-               "out", "results", "resume", "overwrite", "backbones_file")
+               "out", "results", "resume", "overwrite", "grey", "backbones_file")
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,12 @@ class Job:
         return f"{self.dataset}/{self.backbone}/{self.head}{depth} f={self.fraction:g} seed={self.seed}"
 
     def folder(self, out_root: Path, key: str = "") -> Path:
-        """The row's run folder, a function of the row (and of its run key for fine-tunes): a rerun finds a
-        killed fine-tune's checkpoints there, and one with other settings gets a folder of its own."""
-        name = f"{self.head}-f{self.fraction:g}-s{self.seed}"
+        """The row's run folder, a function of the row and its run key: a rerun finds a killed fine-tune's
+        checkpoints, or a finished run whose row is missing, there; a row with other settings (another image
+        size, weights, probe settings) gets a folder of its own, so no run's results.json is replaced."""
+        name = f"{self.head}-f{self.fraction:g}-s{self.seed}-{key[:10]}"
         if self.unfreeze is not None:
-            name = f"finetune-u{self.unfreeze}-{name}-{key[:10]}"
+            name = f"finetune-u{self.unfreeze}-{name}"
         return out_root / _safe(self.dataset) / _safe(self.backbone) / name
 
 
@@ -101,6 +101,11 @@ def resolve_grid(cfg: SweepConfig) -> dict:
         "unfreeze": pick(cfg.unfreeze, "unfreeze", ("all",)),
         "finetune": {**(preset.finetune if preset else {}), **cfg.finetune},
     }
+    sizes = grid["img_size"]
+    if isinstance(sizes, dict) and set(sizes) - set(grid["backbones"]):
+        extra = sorted(set(sizes) - set(grid["backbones"]))[0]
+        raise MedfmError(f"--img-size names {extra}, which is not one of the sweep's backbones ({', '.join(grid['backbones'])})",
+                         "give sizes for the sweep's backbones, e.g. --img-size dinov2_vits14=56,mobilenetv2=64")
     for key in ("backbones", "datasets"):
         if not grid[key]:
             raise MedfmError(f"the sweep has no {key}", f"pass --{key} a,b or --preset NAME (`medfm sweep --list-presets`)")
@@ -154,16 +159,51 @@ def plan_jobs(grid: dict) -> tuple[list[Job], list[str]]:
     return jobs, notes
 
 
-def _registered(grid: dict, backbones_file: str | None = None) -> dict[tuple[str, str], str]:
-    from medfm.backbones import is_backbone
-    from medfm.data import DATASETS
+def img_size_for(grid: dict, backbone: str) -> int | None:
+    """The row's input size: the sweep's one size, the backbone's entry in a per-backbone mapping, or None
+    (the backbone's default)."""
+    sizes = grid["img_size"]
+    return sizes.get(backbone) if isinstance(sizes, dict) else sizes
 
-    status = {}
-    for d, b in itertools.product(grid["datasets"], grid["backbones"]):
-        missing = ([f"backbone {b} not registered"] if not is_backbone(b, backbones_file) else []) + \
-                  ([f"dataset {d} not registered"] if d not in DATASETS and not Path(d).exists() else [])
-        status[(b, d)] = "; ".join(missing) or "ok"
-    return status
+
+def check_rows(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool) -> dict[tuple[str, str], MedfmError]:
+    """Every (dataset, backbone) pair of the plan checked before any model is built: the backbone is known, its
+    weights resolve, its input size suits it (patch-size multiple, CNN minimum), the dataset is present and
+    readable, the grey mode suits its images, its heads get what they read, fine-tunes find a val split.
+    The problems, by pair (a pair's problem fails all its rows)."""
+    from medfm.backbones import check_grey_mode, resolve_backbone
+    from medfm.data import create_dataset
+
+    datasets, backbones, problems = {}, {}, {}
+
+    def attempt(cache: dict, key, fn):
+        if key not in cache:
+            try:
+                cache[key] = fn()
+            except MedfmError as exc:
+                cache[key] = exc
+        return cache[key]
+
+    for d, b in dict.fromkeys((j.dataset, j.backbone) for j in jobs):
+        ds = attempt(datasets, d, lambda: create_dataset(d, cfg.data_root, check_images=False))
+        # --plan downloads nothing: official weights are then checked as far as random init (size, feature, ...)
+        weights = cfg.weights.get(b) or ("random" if cfg.plan_only else None)
+        spec = attempt(backbones, b, lambda: resolve_backbone(b, weights, img_size_for(grid, b), grey=cfg.grey,
+                                                               backbones_file=cfg.backbones_file))
+        pair = [j for j in jobs if (j.dataset, j.backbone) == (d, b)]
+        try:
+            for found in (spec, ds):
+                if isinstance(found, MedfmError):
+                    raise found
+            check_grey_mode(cfg.grey, ds)
+            if any(j.kind == "probe" for j in pair) and not tokens and needs_tokens([j.head for j in pair if j.kind == "probe"]):
+                raise MedfmError("a probe head of this sweep reads patch tokens, and --no-tokens stores none", "drop --no-tokens")
+            if any(j.kind == "finetune" for j in pair) and not len(ds.splits.get("val", ())):
+                raise MedfmError(f"dataset {ds.name} has no val split to choose a fine-tune's best epoch on",
+                                 "give it a val split, or run the frozen scenario only")
+        except MedfmError as exc:
+            problems[(d, b)] = exc
+    return problems
 
 
 def _counts(jobs: list[Job], kind: str) -> dict:
@@ -174,7 +214,6 @@ def run_sweep(cfg: SweepConfig) -> dict:
     grid = resolve_grid(cfg)
     jobs, notes = plan_jobs(grid)
     store = ResultsStore(cfg.results)
-    status = _registered(grid, cfg.backbones_file)
     name = cfg.preset or "sweep"
     out_root = Path(cfg.out) if cfg.out else runs_root() / "sweep" / name
     summary = {"preset": cfg.preset, "planned": len(jobs), "ran": 0, "skipped": 0,
@@ -192,44 +231,80 @@ def run_sweep(cfg: SweepConfig) -> dict:
                   + f" (results: {store.path})")
     for note in notes:
         console.print(f"  note: {note}")
-    from medfm.backbones import is_backbone
-    from medfm.data import DATASETS
-
-    missing = [b for b in grid["backbones"] if not is_backbone(b, cfg.backbones_file)] + \
-              [d for d in grid["datasets"] if d not in DATASETS and not Path(d).exists()]
-    if missing:
-        console.print(f"  [yellow]not registered yet (running them stops with the registry's error): {', '.join(missing)}[/]")
+    problems = check_rows(cfg, grid, jobs, tokens)
+    bad = [j for j in jobs if (j.dataset, j.backbone) in problems]
+    summary["failed"] = []
+    for (d, b), exc in problems.items():
+        console.print(f"  [yellow]cannot run[/] {d}/{b}: {exc}")
     if cfg.plan_only:
-        summary["status"] = {f"{d}/{b}": st for (b, d), st in status.items()}
+        summary["status"] = {f"{d}/{b}": str(problems.get((d, b), "ok"))
+                             for d, b in itertools.product(grid["datasets"], grid["backbones"])}
         return summary
+    if bad and not cfg.keep_going:
+        first = problems[(bad[0].dataset, bad[0].backbone)]
+        raise MedfmError(f"{len(bad)} of {len(jobs)} sweep rows cannot run, so none was run; first: {bad[0].label}: "
+                         f"{first.problem}", (first.fix + "; or " if first.fix else "") +
+                         "pass --keep-going to run the other rows and record these as failures")
 
     start = time.perf_counter()
     with progress() as bar:
         task = bar.add_task("sweep", total=len(jobs), rate="")
 
+        done: set[Job] = set()
+
         def advance(job: Job, ran: bool) -> None:
             key = "ran" if ran else "skipped"
             summary[key] += 1
             summary["probes" if job.kind == "probe" else "finetunes"][key] += 1
+            done.add(job)
             bar.update(task, advance=1, rate=f"{summary['ran']} run, {summary['skipped']} already done")
 
-        for _, pair_jobs in itertools.groupby(jobs, key=lambda j: (j.dataset, j.backbone)):
+        def fail(rows: list[Job], exc: BaseException) -> None:
+            """--keep-going: the rows not yet done are recorded as failed, with the error, and the sweep goes on."""
+            if not cfg.keep_going:
+                raise exc
+            error = str(exc) if isinstance(exc, MedfmError) else f"{type(exc).__name__}: {exc}"
+            for job in rows:
+                if job not in done:
+                    summary["failed"].append({"row": job.label, **job.__dict__, "error": error})
+                    done.add(job)
+                    bar.update(task, advance=1)
+            console.print(f"  [red]failed[/] {rows[0].label}" + (f" (+{len(rows) - 1} rows)" if len(rows) > 1 else "")
+                          + f": {error}")
+
+        for (d, b), pair_jobs in itertools.groupby(jobs, key=lambda j: (j.dataset, j.backbone)):
             pair_jobs = list(pair_jobs)
+            if (d, b) in problems:
+                fail(pair_jobs, problems[(d, b)])
+                continue
             probes = [j for j in pair_jobs if j.kind == "probe"]
             finetunes = [j for j in pair_jobs if j.kind == "finetune"]
-            if probes:
-                _run_probes(cfg, grid, probes, tokens, store, out_root, summary, advance)
-            if finetunes:
-                _run_finetunes(cfg, grid, finetunes, store, out_root, advance)
+            for rows, step in ((probes, _run_probes), (finetunes, _run_finetunes)):
+                try:
+                    if rows:
+                        step(cfg, grid, rows, tokens, store, out_root, summary, advance, fail)
+                except Exception as exc:  # --keep-going: any failure of a row is recorded, not only a MedfmError
+                    fail(rows, exc)
     summary["seconds"] = round(time.perf_counter() - start, 2)
     p, f = summary["probes"], summary["finetunes"]
     console.print(f"[green]sweep done[/]: {p['ran']} probes and {f['ran']} fine-tunes run, {p['skipped']} probes and "
-                  f"{f['skipped']} fine-tunes already in {store.path}")
+                  f"{f['skipped']} fine-tunes already in {store.path}" +
+                  (f"; [red]{len(summary['failed'])} rows failed[/]" if summary["failed"] else ""))
+    for failure in summary["failed"]:
+        console.print(f"  failed: {failure['row']}: {failure['error']}")
     return summary
 
 
+def raise_for_failures(summary: dict) -> None:
+    """The CLI's exit status for a --keep-going sweep with failures: one line, status 2."""
+    failed = summary.get("failed") or []
+    if failed:
+        raise MedfmError(f"{len(failed)} of {summary['planned']} sweep rows failed (first: {failed[0]['row']}: "
+                         f"{failed[0]['error']})", "fix them and rerun the sweep: the rows that ran are stored and skipped")
+
+
 def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, store: ResultsStore, out_root: Path,
-                summary: dict, advance) -> None:
+                summary: dict, advance, fail) -> None:
     """One extraction for this (dataset, backbone), then every probe row off its cache."""
     from medfm.cache import FeatureCache
     from medfm.extract import run_extract
@@ -237,54 +312,58 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
 
     d, b = jobs[0].dataset, jobs[0].backbone
     ex = run_extract(ExtractConfig(backbone=b, dataset=d, weights=cfg.weights.get(b), data_root=cfg.data_root,
-                                   img_size=grid["img_size"], tokens=tokens, batch_size=cfg.extract_batch_size,
-                                   device=cfg.device, duplicates=cfg.duplicates,
+                                   img_size=img_size_for(grid, b), grey=cfg.grey, tokens=tokens,
+                                   batch_size=cfg.extract_batch_size, device=cfg.device, duplicates=cfg.duplicates,
                                    backbones_file=cfg.backbones_file))
     summary["caches"][f"{d}/{b}"] = str(ex.cache)
     cache = FeatureCache(ex.cache)
     for job in jobs:
         pcfg = ProbeConfig(**{**grid["probe"], "cache": str(ex.cache), "head": job.head, "fraction": job.fraction,
-                              "seed": job.seed, "results": str(store.path), "device": cfg.device, "overwrite": True,
-                              "out": str(job.folder(out_root))})
-        ran = not store.has(probe_run_key(pcfg, cache))
-        if ran:
-            rec = run_probe(pcfg)
-            console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
+                              "seed": job.seed, "results": str(store.path), "device": cfg.device})
+        try:
+            key = probe_run_key(pcfg, cache)  # `out` is not part of the key
+            pcfg = pcfg.model_copy(update={"out": str(job.folder(out_root, key))})
+            ran = not store.has(key) and not _store_finished(Path(pcfg.out), key, store, "probe")
+            if ran:
+                rec = run_probe(pcfg)
+                console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
+        except Exception as exc:
+            fail([job], exc)
+            continue
         advance(job, ran)
 
 
-def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], store: ResultsStore, out_root: Path, advance) -> None:
+def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, store: ResultsStore, out_root: Path,
+                   summary: dict, advance, fail) -> None:
     """Every fine-tune row of this (dataset, backbone): skipped when stored, resumed when half done."""
     from medfm.finetune.runner import finetune_inputs, finetune_run_key, run_finetune
 
     inputs = None  # dataset + backbone spec, resolved once for the pair (the same for all its rows)
     for job in jobs:
         fcfg = FinetuneConfig(**{**grid["finetune"], "backbone": job.backbone, "dataset": job.dataset,
-                                 "weights": cfg.weights.get(job.backbone), "data_root": cfg.data_root,
-                                 "img_size": grid["img_size"], "head": job.head, "unfreeze": job.unfreeze,
+                                 "weights": cfg.weights.get(job.backbone), "data_root": cfg.data_root, "grey": cfg.grey,
+                                 "img_size": img_size_for(grid, job.backbone), "head": job.head, "unfreeze": job.unfreeze,
                                  "fraction": job.fraction, "seed": job.seed, "device": cfg.device, "duplicates": cfg.duplicates,
                                  "results": str(store.path), "resume": True, "overwrite": False,
                                  "backbones_file": cfg.backbones_file})
         inputs = inputs or finetune_inputs(fcfg)
         key = finetune_run_key(fcfg, inputs)  # `out` is not part of the key
         fcfg = fcfg.model_copy(update={"out": str(job.folder(out_root, key))})
-        ran = not store.has(key) and not _store_finished(fcfg, key, store)
-        if ran:
-            rec = run_finetune(fcfg)
-            console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
+        try:
+            ran = not store.has(key) and not _store_finished(Path(fcfg.out), key, store, "finetune")
+            if ran:
+                rec = run_finetune(fcfg)
+                console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
+        except Exception as exc:
+            fail([job], exc)
+            continue
         advance(job, ran)
 
 
-def _store_finished(cfg: FinetuneConfig, key: str, store: ResultsStore) -> bool:
+def _store_finished(out: Path, key: str, store: ResultsStore, kind: str) -> bool:
     """A run folder that finished but whose row never reached this store (killed in between, or
     another --results): store its record instead of training again."""
-    done = Path(cfg.out) / "results.json"
-    if not done.exists():
+    if complete_run(out, key, store, kind, any_store=True) is None:
         return False
-    record = json.loads(done.read_text())
-    if record.get("run_key") != key:
-        return False
-    store.append(record, key, kind="finetune")
-    console.print(f"  stored the finished fine-tune in {done.parent} (its row was not in {store.path})")
+    console.print(f"  stored the finished {kind} in {out} (its row was not in {store.path})")
     return True
-

@@ -138,3 +138,16 @@ def chromium() -> str:
     if path is None:
         _missing("chromium (apt-get install -y chromium)")
     return path
+
+
+@pytest.fixture(scope="session")
+def pneu_tiny_cache(pneu_subset, mobilenet_weights, tmp_path_factory) -> Path:
+    """A seconds-cheap real feature cache: MobileNetV2 (ImageNet weights) over the 128-image PneumoniaMNIST
+    subset at 32 px (results-store and run-identity tests probe it many times)."""
+    from medfm.config import ExtractConfig
+    from medfm.extract import run_extract
+
+    root = tmp_path_factory.mktemp("tiny-cache")
+    with pytest.MonkeyPatch.context() as mp:  # at its default path there, so a sweep given this MEDFM_CACHE reuses it
+        mp.setenv("MEDFM_CACHE", str(root))
+        return run_extract(ExtractConfig(backbone="mobilenetv2", dataset=str(pneu_subset), img_size=32, num_workers=0)).cache

@@ -34,3 +34,34 @@ def test_concurrent_writers_lose_no_rows(tmp_path):
     for p in procs:
         p.join()
     assert sorted(r["seed"] for r in ResultsStore(path).records()) == list(range(50))
+
+
+def test_a_write_waits_for_a_busy_store_and_retries(tmp_path, monkeypatch):
+    """Another writer holds the store's write lock longer than SQLite's busy timeout: the append retries
+    and lands once the lock is released, instead of failing."""
+    import sqlite3
+    import threading
+    import time
+
+    import medfm.results as results
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    monkeypatch.setattr(results, "BUSY_TIMEOUT_S", 0.2)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock():
+        con = sqlite3.connect(store.path, isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        release.wait()
+        con.execute("COMMIT")
+        con.close()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    locked.wait()
+    threading.Timer(0.8, release.set).start()
+    t0 = time.perf_counter()
+    assert store.append(record(), run_key({"busy": 1}), "probe") is True
+    assert time.perf_counter() - t0 >= 0.7 and len(store) == 1
+    holder.join()

@@ -19,7 +19,6 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import check_grey_mode, resolve_backbone
-from medfm.backbones.names import folder_name
 from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
@@ -32,8 +31,8 @@ from medfm.finetune.engine import predict, train_epoch, warmup_cosine
 from medfm.finetune.model import FinetuneModel, param_groups
 from medfm.heads import HEADS
 from medfm.metrics import compute_metrics
-from medfm.paths import runs_root
-from medfm.results import ResultsStore, run_key
+from medfm.identity import finetune_identity, with_identity
+from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import class_weights, label_budget, rows_sha256
 from medfm.ui import console, progress
 
@@ -90,7 +89,13 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         raise MedfmError(f"--batch-size {cfg.batch_size} is not divisible by the {d.world} torchrun processes",
                          "use a multiple of --nproc-per-node")
     key = finetune_run_key(cfg, (dataset, spec))
-    out = d.broadcast(_run_dir(cfg, dataset.name, spec.entry.name) if d.is_main else None)
+    store = ResultsStore(cfg.results) if d.is_main else None  # not a results store: refused before any training
+    out, done = d.broadcast(start_run(cfg.out, cfg.overwrite, "finetune",
+                                      f"{dataset.name}-{spec.entry.name}-u{cfg.unfreeze}-{cfg.head}", key, store)
+                            if d.is_main else None)
+    if done is not None:
+        console.print(f"[green]stored[/] the finished run in {out} (its row was missing from {done['results_store']})")
+        return done
     last_path, best_path = out / ckpt.LAST, out / ckpt.BEST
     resuming = last_path.exists() and cfg.resume and not cfg.overwrite
     if d.is_main:
@@ -254,26 +259,14 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "out": str(out),
         "run_key": key,
     }
+    with_identity(record, finetune_identity(cfg.to_dict(), dataset.name, dataset.identity, spec.identity(), metric, unfreeze,
+                                            n_blocks, head_spec.reads == "tokens"))
     full = model_state(wrapped, model) if cfg.save_model else None  # collective under FSDP
     if d.is_main:
         _write_outputs(out, cfg, record, full)
-        store = ResultsStore(cfg.results)
-        record["stored"] = store.append(record, key, kind="finetune")
-        record["results_store"] = str(store.path)
+        finish_run(out, record, store, "finetune")
     d.barrier()
     return record
-
-
-def _run_dir(cfg: FinetuneConfig, dataset: str, backbone: str) -> Path:
-    if cfg.out:
-        return Path(cfg.out)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    unf = cfg.unfreeze
-    base = runs_root() / "finetune" / f"{dataset}-{folder_name(backbone)}-u{unf}-{cfg.head}-{stamp}"
-    out, k = base, 1
-    while out.exists():
-        out, k = base.with_name(f"{base.name}-{k}"), k + 1
-    return out
 
 
 def _prepare_dir(out: Path, cfg: FinetuneConfig, last: Path) -> None:
@@ -294,9 +287,6 @@ def _write_outputs(out: Path, cfg: FinetuneConfig, record: dict, full_state: dic
     if full_state is not None:
         ckpt.save_atomic({k: v.detach().cpu() for k, v in full_state.items()}, out / "model.pt")
     _plot_history(out / "history.png", record)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(out / "results.json")
 
 
 def _plot_history(path: Path, record: dict) -> None:

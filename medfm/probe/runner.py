@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -23,11 +22,11 @@ from medfm.data.splits import stratified_partition
 from medfm.errors import MedfmError
 from medfm.distributed import pick_device
 from medfm.metrics import check_metric_for_task, compute_metrics
-from medfm.paths import runs_root
 from medfm.heads import HEADS
 from medfm.probe.tokens import TokenRows
 from medfm.protocol import bootstrap_ci
-from medfm.results import ResultsStore, run_key
+from medfm.identity import probe_identity, with_identity
+from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import label_budget, rows_sha256
 from medfm.ui import console
 
@@ -91,7 +90,12 @@ def run_probe(cfg: ProbeConfig) -> dict:
     metric = probe_metric(cfg, cache)
     spec = HEADS.get(cfg.head)
     spec.require("probe")
-    out = _run_dir(cfg, ds_meta["name"], bb_meta["name"])
+    key = probe_run_key(cfg, cache)
+    store = ResultsStore(cfg.results)  # a file that is not a results store is refused before any training
+    out, done = start_run(cfg.out, cfg.overwrite, "probe", f"{ds_meta['name']}-{bb_meta['name']}-{cfg.head}", key, store)
+    if done is not None:
+        console.print(f"[green]stored[/] the finished run in {out} (its row was missing from {store.path})")
+        return done
 
     rows, val_policy = split_rows(cache, cfg.seed)
     labels = {s: cache.labels(src)[idx] for s, (src, idx) in rows.items()}
@@ -146,29 +150,8 @@ def run_probe(cfg: ProbeConfig) -> dict:
     if cfg.store_predictions:
         record["predictions"] = {"test": {"y_true": y_te.tolist(), "y_score": np.round(p_test, 5).tolist()}}
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
-    record["run_key"] = probe_run_key(cfg, cache)
+    record["run_key"] = key
+    with_identity(record, probe_identity(cfg.to_dict(), cache.meta, metric, spec.reads == "tokens"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"probe": cfg.to_dict()}, indent=2))
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(out / "results.json")
-    store = ResultsStore(cfg.results)
-    record["stored"] = store.append(record, record["run_key"], kind="probe")
-    record["results_store"] = str(store.path)
-    return record
-
-
-def _run_dir(cfg: ProbeConfig, dataset: str, backbone: str) -> Path:
-    if cfg.out:
-        out = Path(cfg.out)
-        if (out / "results.json").exists() and not cfg.overwrite:
-            raise MedfmError(f"{out / 'results.json'} already exists", "pass another --out, or --overwrite to replace it")
-        return out
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    from medfm.backbones.names import folder_name
-
-    base = runs_root() / "probe" / f"{dataset}-{folder_name(backbone)}-{cfg.head}-{stamp}"
-    out, k = base, 1
-    while out.exists():  # two runs in the same second get distinct folders
-        out, k = base.with_name(f"{base.name}-{k}"), k + 1
-    return out
+    return finish_run(out, record, store, "probe")

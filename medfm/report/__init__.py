@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
 import re
 from pathlib import Path
 
 from medfm.config import ReportConfig
 from medfm.errors import MedfmError
 from medfm.report import figures
+from medfm.identity import NOT_IN_OLD_ROWS, flat_identity, identity_of
 from medfm.report.aggregate import Group, backbone_ranks, group_rows, leaderboard
 from medfm.results import ResultsStore
 from medfm.ui import console
@@ -31,11 +33,51 @@ def _fmt(g: Group) -> str:
     return s
 
 
-COLUMNS = ("dataset", "metric", "backbone", "head", "kind", "fraction", "seeds", "test (mean ± std [95% CI])")
+COLUMNS = ("dataset", "metric", "run", "kind", "fraction", "seeds", "test (mean ± std [95% CI])")
+# results.csv: every identity field as a column (settings mappings as JSON), then the numbers
+CSV_FIELDS = ("kind", "dataset", "backbone", "weights", "weights_sha256", "feature", "layers", "img_size", "grey", "tokens",
+              "dtype", "pixels", "head", "head_settings", "unfreeze", "blocks", "finetune", "fraction", "metric",
+              "dataset_sha256", "identity_version")
 
 
 def _row(g: Group) -> list[str]:
-    return [g.dataset, g.metric, g.backbone, g.head, g.kind, f"{g.fraction:g}", str(len(g.rows)), _fmt(g)]
+    return [g.dataset, g.metric, g.label, g.kind, f"{g.fraction:g}", str(len(g.rows)), _fmt(g)]
+
+
+def select_rows(records: list[dict], cfg: ReportConfig) -> list[dict]:
+    """The rows the report covers: ``--kind``, ``--dataset``, ``--fraction`` and ``--where FIELD=VALUE`` (a run
+    identity field; one field given several times matches any of its values, different fields all apply)."""
+    wanted: dict[str, set[str]] = {}
+    for item in cfg.where:
+        field, sep, value = item.partition("=")
+        if not sep or not field.strip():
+            raise MedfmError(f"--where {item!r} is not FIELD=VALUE", "e.g. --where backbone=mobilenetv2 --where img_size=224")
+        wanted.setdefault(field.strip(), set()).add(value.strip())
+    for name, values in (("kind", [cfg.kind] if cfg.kind else []), ("dataset", cfg.dataset),
+                         ("fraction", [f"{f:g}" for f in cfg.fraction])):
+        if values:
+            wanted.setdefault(name, set()).update(values)
+    if not wanted:
+        return records
+    flats = [flat_identity(identity_of(r)) | {"seed": r.get("seed", 0)} for r in records]
+    known = set().union(*flats) if flats else set()
+    unknown = sorted(set(wanted) - known)
+    if unknown and records:
+        raise MedfmError(f"--where {unknown[0]}: the rows of this store have no such field",
+                         f"use one of {', '.join(sorted(known))}")
+    return [r for r, f in zip(records, flats) if all(_text(f.get(k)) in v for k, v in wanted.items())]
+
+
+def _filters(cfg: ReportConfig) -> str:
+    shown = [f"kind={cfg.kind}"] if cfg.kind else []
+    shown += [f"dataset={d}" for d in cfg.dataset] + [f"fraction={f:g}" for f in cfg.fraction] + list(cfg.where)
+    return f" Rows selected by: {', '.join(shown)}." if shown else ""
+
+
+def _text(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return "" if v is None else str(v)
 
 
 def _slug(*parts) -> str:
@@ -43,13 +85,12 @@ def _slug(*parts) -> str:
 
 
 def run_report(cfg: ReportConfig) -> dict:
-    store_path = Path(cfg.results) if cfg.results else None
-    if store_path is not None and not store_path.is_file():
-        raise MedfmError(f"results store {store_path} not found", "pass --results FILE (the SQLite file probes and sweeps write)")
-    store = ResultsStore(store_path)
-    records = store.records(**({"kind": cfg.kind} if cfg.kind else {}))
+    store = ResultsStore(cfg.results, readonly=True)  # refuses a file that is not a medfm store; never writes
+    records = select_rows(store.records(), cfg)
     if not records:
-        raise MedfmError(f"results store {store.path} has no rows", "run `medfm probe` or `medfm sweep` first")
+        what = "rows" if not (cfg.kind or cfg.dataset or cfg.fraction or cfg.where) else "rows matching the filters"
+        raise MedfmError(f"results store {store.path} has no {what}", "run `medfm probe` or `medfm sweep` first, "
+                         "or loosen --kind / --dataset / --fraction / --where")
     out = Path(cfg.out)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +101,7 @@ def run_report(cfg: ReportConfig) -> dict:
     ranks = backbone_ranks(board)
     datasets = sorted({g.dataset for g in groups})
 
+    labels = {r.get("run_key"): g.title for g in groups for r in g.rows}
     figs: list[tuple[str, str, bytes]] = []  # (section, title, png)
     for ds in datasets:
         figs.append((ds, f"label efficiency — {ds}", figures.label_efficiency(groups, ds)))
@@ -73,8 +115,8 @@ def run_report(cfg: ReportConfig) -> dict:
     figs.append(("ranking", "backbone ranking", figures.ranking(ranks)))
     for r in records:
         if r.get("history"):
-            figs.append(("training", f"training curve — {r['dataset']} {r['backbone']} + {r['head']}",
-                         figures.training_curve(r)))
+            label = labels.get(r.get("run_key"), f"{r['backbone']} + {r['head']}")
+            figs.append(("training", f"training curve — {r['dataset']} {label}", figures.training_curve(r)))
 
     paths = []
     for i, (_, title, png) in enumerate(figs):
@@ -82,8 +124,12 @@ def run_report(cfg: ReportConfig) -> dict:
         p.write_bytes(png)
         paths.append(p)
 
+    old = sum(1 for g in groups if g.identity.get("identity_version") == 0 for _ in g.rows)
+    note = (f" {old} rows predate run identities: they are grouped by what they recorded (cache fingerprint, head, "
+            f"grid, label budget); {', '.join(NOT_IN_OLD_ROWS)} were not recorded." if old else "")
     md = ["# medfm leaderboard", "", f"Results store: `{store.path}` ({len(records)} rows). Headline metric on test at "
-          "the largest label budget: mean ± std over seeds [bootstrap 95 % CI].", "",
+          "the largest label budget: mean ± std over seeds [bootstrap 95 % CI]. A row is one run identity "
+          "(everything but the seed); its label shows what sets it apart." + note + _filters(cfg), "",
           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(_row(g)) + " |" for g in board]
     md += ["", "Backbone ranking (mean rank over datasets): " + ", ".join(f"{b} {r:.2f}" for b, r in ranks.items()), ""]
@@ -93,11 +139,12 @@ def run_report(cfg: ReportConfig) -> dict:
 
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["kind", "dataset", "backbone", "head", "fraction", "metric", "n_seeds", "seeds", "mean", "std",
-                    "ci95_low", "ci95_high"])
+        w.writerow(["run", *CSV_FIELDS, "identity_sha256", "n_seeds", "seeds", "mean", "std", "ci95_low", "ci95_high"])
         for g in groups:
-            w.writerow([g.kind, g.dataset, g.backbone, g.head, g.fraction, g.metric, len(g.rows),
-                        " ".join(map(str, g.seeds)), g.mean, g.std, g.ci[0] if g.ci else "", g.ci[1] if g.ci else ""])
+            ident = [json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
+                     for v in (g.identity.get(k) for k in CSV_FIELDS)]
+            w.writerow([g.label, *ident, g.key, len(g.rows), " ".join(map(str, g.seeds)), g.mean, g.std,
+                        g.ci[0] if g.ci else "", g.ci[1] if g.ci else ""])
 
     (out / "report.html").write_text(_html(board, groups, figs, ranks, store.path, len(records), dup_notes))
     result = {"out": str(out), "html": str(out / "report.html"), "markdown": str(out / "leaderboard.md"),
@@ -134,7 +181,7 @@ def _html(board, groups, figs, ranks, store_path, n_rows, dup_notes=()) -> str:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#eee}}
 figure{{display:inline-block;margin:1em;vertical-align:top}}figcaption{{font-size:small;color:#444}}</style></head>
 <body><h1>medfm report</h1>
-<p>{n_rows} result rows from <code>{e(str(store_path))}</code>; {len(groups)} (backbone, dataset, head, label budget) groups.
+<p>{n_rows} result rows from <code>{e(str(store_path))}</code>; {len(groups)} run identities (everything but the seed; a label shows what sets a row apart).
 Headline metric on test at the largest label budget: mean ± std over seeds [bootstrap 95 % CI over test rows].</p>
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <p>Backbone ranking (mean rank over datasets): {rank_txt}</p>

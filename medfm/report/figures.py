@@ -32,7 +32,7 @@ def label_efficiency(groups: list[Group], dataset: str) -> bytes:
     lines: dict[str, list[Group]] = defaultdict(list)
     for g in groups:
         if g.dataset == dataset:
-            lines[g.label].append(g)
+            lines[g.title].append(g)
     for label, gs in sorted(lines.items()):
         gs = sorted(gs, key=lambda g: g.fraction)
         ax.errorbar([g.fraction for g in gs], [g.mean for g in gs], yerr=[g.std for g in gs], marker="o", capsize=3,
@@ -67,7 +67,7 @@ def confusion(g: Group) -> bytes | None:
     ax.set_yticks(range(len(classes)), classes, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{g.dataset}: {g.label} (seed {g.rows[0].get('seed', 0)})", fontsize=9)
+    ax.set_title(f"{g.dataset}: {g.title} (seed {g.rows[0].get('seed', 0)})", fontsize=9)
     return _png(fig)
 
 
@@ -87,7 +87,7 @@ def roc_curves(groups: list[Group], dataset: str) -> bytes | None:
         else:  # multiclass / multilabel: micro-averaged one-vs-rest
             onehot = y if y.ndim == 2 else np.eye(p.shape[1], dtype=np.int64)[y]
             fpr, tpr, _ = roc_curve(onehot.ravel(), p.ravel())
-        ax.plot(fpr, tpr, label=f"{g.label} (AUC {auc(fpr, tpr):.3f})")
+        ax.plot(fpr, tpr, label=f"{g.title} (AUC {auc(fpr, tpr):.3f})")
         drawn += 1
     if not drawn:
         _plt().close(fig)
