@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 # each loader module registers itself in LOADERS on import
-from medfm.backbones import loader_blip, loader_openclip, loader_sam2, seem, vmamba  # noqa: F401
+from medfm.backbones import (  # noqa: F401
+    loader_blip, loader_medical, loader_openclip, loader_sam2, loader_tinyvit, seem, vmamba,
+)
 from medfm.backbones.entry import BackboneEntry
 from medfm.backbones.features import FEATURE_KINDS, TokenOutput
 from medfm.backbones.loaders import LOADERS
@@ -68,7 +70,7 @@ class BackboneSpec:
     @property
     def entry_native_size(self) -> int:
         """The input size of the pretrained config (518 for DINOv2), whatever size this spec uses."""
-        return int(LOADERS[self.entry.loader].data_config(self.entry)["input_size"][-1])
+        return int(entry_data_config(self.entry)["input_size"][-1])
 
     def build(self, device: str | torch.device = "cpu") -> Backbone:
         net = LOADERS[self.entry.loader].build(self.entry, self.weights, self.img_size)
@@ -89,7 +91,7 @@ class Backbone:
     def transform(self):
         from torchvision import transforms
 
-        own = self._loader.transform(self.spec)  # open_clip: its own preprocess
+        own = self._loader.transform(self.spec) or sam_family_transform(self.spec)  # open_clip's, SAM's own
         if own is not None:
             return transforms.Compose([to_rgb, own])
         import timm.data
@@ -189,6 +191,21 @@ def check_grey_mode(grey: str, dataset) -> None:
                          "use --grey repeat (the default) for colour datasets")
 
 
+def entry_data_config(entry: BackboneEntry) -> dict:
+    """The entry's preprocessing: its loader's config with the entry's own (the authors') settings over it."""
+    return {**LOADERS[entry.loader].data_config(entry), **entry.preprocess}
+
+
+def sam_family_transform(spec: BackboneSpec):
+    """SAM-style preprocessing (longest side + pad, or min-max scaling), which timm's transforms cannot express."""
+    from medfm.backbones.sam_preprocess import LONGEST_PAD, MINMAX, SamTransform
+
+    cfg = spec.data_config
+    if cfg.get("resize_mode") == LONGEST_PAD or cfg.get("normalize") == MINMAX:
+        return SamTransform(cfg, spec.img_size)
+    return None
+
+
 def resolve_backbone(
     name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
     layers: int | None = None, grey: str = "repeat",
@@ -213,10 +230,15 @@ def resolve_backbone(
         if img_size % entry.size_multiple:
             raise MedfmError(f"--img-size {img_size} is not a multiple of {name}'s patch size {entry.size_multiple}",
                              f"use e.g. {img_size - img_size % entry.size_multiple or entry.size_multiple}")
-    data_config = loader.data_config(entry)
+    data_config = entry_data_config(entry)
     size = img_size or entry.img_size or int(data_config["input_size"][-1])
     data_config["input_size"] = (3, size, size)
-    resolved = resolve_weights(weights, entry.name, entry.hub or loader.hub(entry), entry.offline_copies)
+    try:
+        resolved = resolve_weights(weights, entry.name, entry.hub or loader.hub(entry), entry.offline_copies)
+    except MedfmError as exc:
+        if not entry.access or weights not in (None, "pretrained"):
+            raise
+        raise MedfmError(exc.problem, f"{entry.access}; or {exc.fix}" if exc.fix else entry.access) from None
     return BackboneSpec(entry, resolved, feature, size, data_config, layers, grey)
 
 

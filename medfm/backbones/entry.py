@@ -38,3 +38,7 @@ class BackboneEntry:
     # first study's DeiT head reads them)
     tokens_from: str = "output"
     notes: str = ""
+    # the authors' own preprocessing where the loader's config differs (merged over it; 'source' says where from)
+    preprocess: dict = field(default_factory=dict)
+    gated: bool = False  # the official weights need an access request (shown by `medfm backbones`)
+    access: str = ""  # how to obtain the weights when that takes more than a download; added to weights errors
