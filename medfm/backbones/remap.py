@@ -59,8 +59,13 @@ def seem_to_focalnet(state: dict, net: nn.Module) -> dict:
 
 
 # Hugging Face transformers Dinov2Model names -> timm VisionTransformer names (per block, after 'encoder.layer.{i}.').
-_HF_DINOV2_BLOCK = {"norm1": "norm1", "norm2": "norm2", "attention.output.dense": "attn.proj", "mlp.fc1": "mlp.fc1",
-                    "mlp.fc2": "mlp.fc2", "layer_scale1.lambda1": "ls1.gamma", "layer_scale2.lambda1": "ls2.gamma"}
+# Hub files of 2024 (microsoft/rad-dino) use 'attention.attention.query' / 'attention.output.dense'; transformers 5
+# names the same tensors 'attention.q_proj' / 'attention.o_proj'. Both are read.
+_HF_DINOV2_BLOCK = {"norm1": "norm1", "norm2": "norm2", "attention.output.dense": "attn.proj", "attention.o_proj": "attn.proj",
+                    "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "layer_scale1.lambda1": "ls1.gamma",
+                    "layer_scale2.lambda1": "ls2.gamma"}
+_HF_DINOV2_QKV = {"attention.attention.query": "q", "attention.attention.key": "k", "attention.attention.value": "v",
+                  "attention.q_proj": "q", "attention.k_proj": "k", "attention.v_proj": "v"}
 
 
 @REMAPS.register("hf_dinov2")
@@ -87,20 +92,22 @@ def hf_dinov2_to_timm(state: dict, net: nn.Module) -> dict:
 
         pos = resample_abs_pos_embed(pos, list(net.patch_embed.grid_size), num_prefix_tokens=1)
     out["pos_embed"] = pos
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key in list(state):
         m = re.match(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias|lambda1)$", key)
         if not m:
             continue
         i, module, kind = m.groups()
-        if module.startswith("attention.attention."):
-            continue  # q, k, v: joined below
+        if module in _HF_DINOV2_QKV:
+            qkv.setdefault((i, kind), {})[_HF_DINOV2_QKV[module]] = state.pop(key)
+            continue
         name = _HF_DINOV2_BLOCK.get(module if kind != "lambda1" else f"{module}.lambda1")
         if name is None:
             raise RuntimeError(f"checkpoint key {key} has no timm counterpart")
         out[f"blocks.{i}.{name}" if kind == "lambda1" else f"blocks.{i}.{name}.{kind}"] = state.pop(key)
-    for i in range(len(net.blocks)):
-        for kind in ("weight", "bias"):
-            parts = [state.pop(f"encoder.layer.{i}.attention.attention.{p}.{kind}") for p in ("query", "key", "value")]
-            out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat(parts)
+    for (i, kind), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise RuntimeError(f"block {i} has {sorted(parts)} of q, k, v ({kind})")
+        out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
     out.update(state)  # anything left over is unexpected: the strict load names it
     return out
