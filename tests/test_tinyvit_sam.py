@@ -51,6 +51,38 @@ def test_packaged_weights_are_the_official_files_and_load_strictly(name):
     assert neck.shape == (1, 256, 16, 16) and stride in (16, 4)
 
 
+def test_tinyvit_trunk_computes_what_timms_independent_tinyvit_computes():
+    """medfm's TinyViT (stride-2 downsampling everywhere, as TinyViT-5M for ImageNet) against timm's
+    ``tiny_vit_5m_224`` with the same random tensors: window partition and padding (at 256 px every stage
+    pads), per-head q/k/v layout, the attention-bias offsets, MBConv, local conv and MLP all agree."""
+    import re
+
+    import timm
+
+    from medfm.backbones.tinyvit_sam import TINYVIT_CONFIGS, TinyVitSam
+
+    torch.manual_seed(0)
+    ref = timm.create_model("tiny_vit_5m_224", pretrained=False, num_classes=0).eval()
+    with torch.no_grad():  # non-trivial norms, BN statistics and attention biases, so every tensor matters
+        for name, t in ref.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(t + 0.1 * torch.randn_like(t) if "running_var" not in name else 0.5 + torch.rand_like(t))
+    cfg = TINYVIT_CONFIGS["tinyvit_5m_sam_1024"]
+    ours = TinyVitSam(type(cfg)(**{**cfg.__dict__, "downsample_strides": (2, 2, 2), "imagenet_head": False})).eval()
+    mapped = {}
+    for key, value in ref.state_dict().items():
+        if key.startswith("head."):
+            continue
+        key = re.sub(r"patch_embed\.conv(\d)\.", lambda m: f"patch_embed.seq.{2 * (int(m.group(1)) - 1)}.", key)
+        key = re.sub(r"stages\.(\d)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", key)
+        mapped[key.replace("stages.", "layers.").replace(".conv.", ".c.")] = value
+    missing, unexpected = ours.load_state_dict(mapped, strict=False)
+    assert unexpected == [] and all(k.startswith("neck.") for k in missing)  # the SAM neck is not TinyViT's
+    x = torch.randn(1, 3, 256, 256)
+    with torch.inference_mode():
+        assert torch.allclose(ours.trunk(x), ref.forward_features(x), atol=1e-4, rtol=1e-4)
+
+
 def test_a_wrong_checkpoint_is_refused(tmp_path):
     from medfm.errors import MedfmError
 
@@ -112,7 +144,8 @@ def _cv_auc(features: np.ndarray, labels: np.ndarray) -> float:
 @pytest.mark.parametrize("name,size", [("mobilesam", 256), ("litemedsam", 64)])
 def test_real_weights_beat_their_random_init_twin_on_real_busi(data_root, name, size):
     _weights(name)
-    images, labels = _busi_subset(data_root, per_class=30)  # 90 real BUSI images: benign / malignant / normal
+    images, labels = _busi_subset(data_root, per_class=20)  # 60 real BUSI images: benign / malignant / normal
     pretrained = _cv_auc(_features(name, None, size, images), labels)
     random_init = _cv_auc(_features(name, "random", size, images), labels)
+    # measured here (5-fold CV macro ROC-AUC): MobileSAM 0.814 vs 0.579, LiteMedSAM 0.717 vs 0.551
     assert pretrained >= random_init + 0.05, f"{name}: pretrained {pretrained:.3f} vs random {random_init:.3f}"

