@@ -135,7 +135,8 @@ def demo(
                                            min=2)] = 40,
     as_json: JsonOpt = False,
 ):
-    """Compare DINOv2-S and an ImageNet CNN on real PneumoniaMNIST: extract, probe, print the table."""
+    """Compare DINOv2-S and an ImageNet CNN on real PneumoniaMNIST (--sam: MobileSAM vs LiteMedSAM vs DINOv2-S on
+    real BUSI and Kermany CXR): extract, probe, print the table."""
     from medfm.demo import DEMO_DATASET, run_demo
     from medfm.report_table import comparison_table
 
