@@ -146,12 +146,26 @@ def report(settings: dict, config: str | None, as_json: bool):
 def demo(
     data_root: Annotated[Optional[str], typer.Option(help="folder holding pneumoniamnist.npz [$MEDFM_DATA, ../shared/data]")] = None,
     weights: Annotated[Optional[str], typer.Option(help="DINOv2 ViT-S/14 checkpoint [$MEDFM_WEIGHTS, ../shared/weights]")] = None,
+    sam: Annotated[bool, typer.Option("--sam", help="MobileSAM vs LiteMedSAM vs DINOv2-S, linear + kNN, on real BUSI "
+                                                    "and Kermany CXR (a stratified subset; see --per-class)")] = False,
+    per_class: Annotated[int, typer.Option(help="--sam: images per class (per official split) of each dataset",
+                                           min=2)] = 40,
     as_json: JsonOpt = False,
 ):
-    """Compare DINOv2-S and an ImageNet CNN on real PneumoniaMNIST: extract, probe, print the table."""
+    """Compare DINOv2-S and an ImageNet CNN on real PneumoniaMNIST (--sam: MobileSAM vs LiteMedSAM vs DINOv2-S on
+    real BUSI and Kermany CXR): extract, probe, print the table."""
     from medfm.demo import DEMO_DATASET, run_demo
     from medfm.report_table import comparison_table
 
+    if sam:
+        from medfm.demo_sam import run_sam_demo, sam_demo_table
+
+        records = run_sam_demo(per_class, data_root, weights)
+        if as_json:
+            _emit({"results": records}, True)
+        else:
+            _emit({}, False, sam_demo_table(records, per_class))
+        return
     records = run_demo(data_root, weights)
     if as_json:
         _emit({"results": records}, True)

@@ -26,6 +26,8 @@ EXPECTED_BLOCKS = {
     "sam_vitb": 12, "blip_vitb": 12, "seem_focalt": 4, "vmamba_b": 2 + 2 + 15 + 2,
     "deit_b": 12, "dino_vitb16": 12, "resnet50": 4, "resnet152": 4, "densenet121": 4,
     "vgg16": 13, "mobilenetv2": 19, "efficientnet_lite0": 7,
+    "mobilesam": 15, "litemedsam": 15,  # TinyViT-5M: 2+2+6+2 blocks and the 3 downsamplings between stages
+    "biomedclip": 12, "rad_dino": 12, "medsam_vitb": 12, "uni": 24,
 }
 NO_META = {"sam2_b", "sam2_l"}  # sam2's Hiera calls .item() while building
 

@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 # each loader module registers itself in LOADERS on import
-from medfm.backbones import loader_blip, loader_openclip, loader_sam2, seem, vmamba  # noqa: F401
+from medfm.backbones import (  # noqa: F401
+    loader_blip, loader_medical, loader_openclip, loader_sam2, loader_tinyvit, seem, vmamba,
+)
 from medfm.backbones import open_names  # noqa: F401 - registers the open-name schemes (timm:, open_clip:, hf:)
 from medfm.backbones.adapters import hf, open_clip_hub  # noqa: F401 - loaders of open names
 from medfm.backbones.entry import BackboneEntry
@@ -73,7 +75,7 @@ class BackboneSpec:
     @property
     def entry_native_size(self) -> int:
         """The input size of the pretrained config (518 for DINOv2), whatever size this spec uses."""
-        return int(LOADERS[self.entry.loader].data_config(self.entry)["input_size"][-1])
+        return int(entry_data_config(self.entry)["input_size"][-1])
 
     def build(self, device: str | torch.device = "cpu") -> Backbone:
         net = LOADERS[self.entry.loader].build(self.entry, self.weights, self.img_size)
@@ -94,7 +96,7 @@ class Backbone:
     def transform(self):
         from torchvision import transforms
 
-        own = self._loader.transform(self.spec)  # open_clip: its own preprocess
+        own = self._loader.transform(self.spec) or sam_family_transform(self.spec)  # open_clip's, SAM's own
         if own is not None:
             return transforms.Compose([to_rgb, own])
         import timm.data
@@ -194,6 +196,21 @@ def check_grey_mode(grey: str, dataset) -> None:
                          "use --grey repeat (the default) for colour datasets")
 
 
+def entry_data_config(entry: BackboneEntry) -> dict:
+    """The entry's preprocessing: its loader's config with the entry's own (the authors') settings over it."""
+    return {**LOADERS[entry.loader].data_config(entry), **entry.preprocess}
+
+
+def sam_family_transform(spec: BackboneSpec):
+    """SAM-style preprocessing (longest side + pad, or min-max scaling), which timm's transforms cannot express."""
+    from medfm.backbones.sam_preprocess import LONGEST_PAD, MINMAX, SamTransform
+
+    cfg = spec.data_config
+    if cfg.get("resize_mode") == LONGEST_PAD or cfg.get("normalize") == MINMAX:
+        return SamTransform(cfg, spec.img_size)
+    return None
+
+
 def resolve_backbone(
     name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
     layers: int | None = None, grey: str = "repeat", backbones_file: str | None = None,
@@ -223,7 +240,7 @@ def resolve_backbone(
         if img_size % entry.size_multiple:
             raise MedfmError(f"--img-size {img_size} is not a multiple of {name}'s patch size {entry.size_multiple}",
                              f"use e.g. {img_size - img_size % entry.size_multiple or entry.size_multiple}")
-    data_config = loader.data_config(entry)
+    data_config = entry_data_config(entry)
     size = img_size or entry.img_size or int(data_config["input_size"][-1])
     data_config["input_size"] = (3, size, size)
     resolved = resolved or _resolve_weights(weights, entry, loader)
@@ -231,7 +248,13 @@ def resolve_backbone(
 
 
 def _resolve_weights(weights: str | None, entry: BackboneEntry, loader) -> Weights:
-    return resolve_weights(weights, entry.name, entry.hub or loader.hub(entry), entry.offline_copies)
+    """The entry's weights; an error for official weights that take more than a download says how to get them."""
+    try:
+        return resolve_weights(weights, entry.name, entry.hub or loader.hub(entry), entry.offline_copies)
+    except MedfmError as exc:
+        if not entry.access or weights not in (None, "pretrained"):
+            raise
+        raise MedfmError(exc.problem, f"{entry.access}; or {exc.fix}" if exc.fix else entry.access) from None
 
 
 def create_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,

@@ -43,3 +43,7 @@ class BackboneEntry:
     # user entry's own default checkpoint (a local file), used when --weights is not given.
     resolved: dict = field(default_factory=dict)
     weights_file: str | None = None
+    # the authors' own preprocessing where the loader's config differs (merged over it; 'source' says where from)
+    preprocess: dict = field(default_factory=dict)
+    gated: bool = False  # the official weights need an access request (shown by `medfm backbones`)
+    access: str = ""  # how to obtain the weights when that takes more than a download; added to weights errors

@@ -26,6 +26,8 @@ LOADERS: dict[str, "BaseLoader"] = {}
 
 def register_loader(name: str):
     def wrap(cls):
+        if name in LOADERS:  # two modules claiming one name would silently replace each other
+            raise ValueError(f"loader {name!r} registered twice ({type(LOADERS[name]).__name__} and {cls.__name__})")
         LOADERS[name] = cls()
         return cls
 

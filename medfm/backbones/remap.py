@@ -56,3 +56,58 @@ def seem_to_focalnet(state: dict, net: nn.Module) -> dict:
     if not out:
         raise RuntimeError("no 'backbone.*' keys: this is not a SEEM / X-Decoder checkpoint")
     return out
+
+
+# Hugging Face transformers Dinov2Model names -> timm VisionTransformer names (per block, after 'encoder.layer.{i}.').
+# Hub files of 2024 (microsoft/rad-dino) use 'attention.attention.query' / 'attention.output.dense'; transformers 5
+# names the same tensors 'attention.q_proj' / 'attention.o_proj'. Both are read.
+_HF_DINOV2_BLOCK = {"norm1": "norm1", "norm2": "norm2", "attention.output.dense": "attn.proj", "attention.o_proj": "attn.proj",
+                    "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "layer_scale1.lambda1": "ls1.gamma",
+                    "layer_scale2.lambda1": "ls2.gamma"}
+_HF_DINOV2_QKV = {"attention.attention.query": "q", "attention.attention.key": "k", "attention.attention.value": "v",
+                  "attention.q_proj": "q", "attention.k_proj": "k", "attention.v_proj": "v"}
+
+
+@REMAPS.register("hf_dinov2")
+def hf_dinov2_to_timm(state: dict, net: nn.Module) -> dict:
+    """A transformers ``Dinov2Model`` checkpoint (e.g. microsoft/rad-dino) -> timm ``vit_*_patch14_dinov2``.
+
+    q, k and v are joined into timm's qkv; the class token's position is joined with the patches'
+    (and resampled when the model is built for another input size); the mask token, used only in
+    DINOv2's masked training, is dropped.
+    """
+    import torch
+
+    state = {k.removeprefix("dinov2."): v for k, v in state.items()}
+    if "embeddings.patch_embeddings.projection.weight" not in state:
+        raise RuntimeError("no 'embeddings.patch_embeddings.*' keys: this is not a transformers Dinov2Model checkpoint")
+    out = {"cls_token": state.pop("embeddings.cls_token"),
+           "patch_embed.proj.weight": state.pop("embeddings.patch_embeddings.projection.weight"),
+           "patch_embed.proj.bias": state.pop("embeddings.patch_embeddings.projection.bias"),
+           "norm.weight": state.pop("layernorm.weight"), "norm.bias": state.pop("layernorm.bias")}
+    state.pop("embeddings.mask_token", None)
+    pos = state.pop("embeddings.position_embeddings")
+    if pos.shape != net.pos_embed.shape:
+        from timm.layers import resample_abs_pos_embed
+
+        pos = resample_abs_pos_embed(pos, list(net.patch_embed.grid_size), num_prefix_tokens=1)
+    out["pos_embed"] = pos
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key in list(state):
+        m = re.match(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias|lambda1)$", key)
+        if not m:
+            continue
+        i, module, kind = m.groups()
+        if module in _HF_DINOV2_QKV:
+            qkv.setdefault((i, kind), {})[_HF_DINOV2_QKV[module]] = state.pop(key)
+            continue
+        name = _HF_DINOV2_BLOCK.get(module if kind != "lambda1" else f"{module}.lambda1")
+        if name is None:
+            raise RuntimeError(f"checkpoint key {key} has no timm counterpart")
+        out[f"blocks.{i}.{name}" if kind == "lambda1" else f"blocks.{i}.{name}.{kind}"] = state.pop(key)
+    for (i, kind), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise RuntimeError(f"block {i} has {sorted(parts)} of q, k, v ({kind})")
+        out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    out.update(state)  # anything left over is unexpected: the strict load names it
+    return out

