@@ -66,7 +66,7 @@ def test_user_entries_list_with_their_origin_and_never_shadow_builtins(tmp_path,
                                                                         no_default_registry):
     reg = lab_registry(tmp_path / "backbones.yaml", dinov2_s_weights)
     header, rows = user_backbone_rows(str(reg))
-    assert rows == [("lab_dino", "user", "timm", "vit_small_patch14_dinov2.lvd142m", "cls", str(dinov2_s_weights),
+    assert rows == [("lab_dino", "user", "timm", "vit_small_patch14_dinov2.lvd142m", "cls", str(dinov2_s_weights.resolve()),  # the listing shows the resolved file
                      "Apache-2.0", str(reg))]
     toml = tmp_path / "backbones.toml"
     toml.write_text('[[backbones]]\nname = "dinov2_vits14"\nloader = "timm"\nmodel_id = "x"\narch = "vit"\n')
