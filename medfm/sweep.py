@@ -323,14 +323,10 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
         try:
             key = probe_run_key(pcfg, cache)  # `out` is not part of the key
             pcfg = pcfg.model_copy(update={"out": str(job.folder(out_root, key))})
-            ran = not store.has(key) and not _store_finished(Path(pcfg.out), key, store, "probe")
-            if ran:
-                rec = run_probe(pcfg)
-                console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
         except Exception as exc:
             fail([job], exc)
             continue
-        advance(job, ran)
+        _run_row(job, pcfg, key, "probe", run_probe, store, advance, fail)
 
 
 def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, store: ResultsStore, out_root: Path,
@@ -349,15 +345,21 @@ def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, 
         inputs = inputs or finetune_inputs(fcfg)
         key = finetune_run_key(fcfg, inputs)  # `out` is not part of the key
         fcfg = fcfg.model_copy(update={"out": str(job.folder(out_root, key))})
-        try:
-            ran = not store.has(key) and not _store_finished(Path(fcfg.out), key, store, "finetune")
-            if ran:
-                rec = run_finetune(fcfg)
-                console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
-        except Exception as exc:
-            fail([job], exc)
-            continue
-        advance(job, ran)
+        _run_row(job, fcfg, key, "finetune", run_finetune, store, advance, fail)
+
+
+def _run_row(job: Job, row_cfg, key: str, kind: str, run, store: ResultsStore, advance, fail) -> None:
+    """One sweep row: skipped when its row is stored (or its finished folder holds it), else run and printed;
+    a failure is handed to ``fail`` (recorded with --keep-going, raised otherwise)."""
+    try:
+        ran = not store.has(key) and not _store_finished(Path(row_cfg.out), key, store, kind)
+        if ran:
+            rec = run(row_cfg)
+            console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
+    except Exception as exc:
+        fail([job], exc)
+        return
+    advance(job, ran)
 
 
 def _store_finished(out: Path, key: str, store: ResultsStore, kind: str) -> bool:
