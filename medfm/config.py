@@ -398,3 +398,6 @@ class ReportConfig(_Config):
     fraction: list[float] = _opt([], "only these label budgets")
     where: list[str] = _opt([], "only rows whose run identity has FIELD=VALUE, e.g. backbone=mobilenetv2, "
                                 "weights=random, img_size=224, unfreeze=2 (a field given twice: either value)")
+    published: str | None = _opt(None, "CSV of published numbers (dataset, backbone, protocol, image_size, metric, value, "
+                                       "source, note[, settings]) shown beside matching entries; shipped: "
+                                       "medfm/published/*.csv")

@@ -259,6 +259,9 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "out": str(out),
         "run_key": key,
     }
+    # per-sample test scores, as probe rows keep them: the report's paired tests score entries on the same rows
+    record["predictions"] = {"test": {"y_true": np.asarray(dataset.splits["test"].labels).tolist(),
+                                      "y_score": np.round(probs["test"], 5).tolist()}}
     with_identity(record, finetune_identity(cfg.to_dict(), dataset.name, dataset.identity, spec.identity(), metric, unfreeze,
                                             n_blocks, head_spec.reads == "tokens"))
     full = model_state(wrapped, model) if cfg.save_model else None  # collective under FSDP
