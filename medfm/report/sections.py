@@ -17,7 +17,7 @@ from medfm.report.paired import ALPHA, DatasetComparison, FrozenVsTuned
 def _p(v: float | None) -> str:
     if v is None or v != v:
         return "—"
-    return f"{v:.2g}" if v < 0.001 else f"{v:.3f}"
+    return f"{v:.3g}" if v < 0.001 else f"{v:.3f}"
 
 
 def _ci(low: float, high: float) -> str:
