@@ -392,7 +392,8 @@ class ReportConfig(_Config):
     EXAMPLE: ClassVar[str] = "medfm report --results medfm-runs/results.sqlite"
     results: str | None = _opt(None, "results store (SQLite) to read [$MEDFM_RUNS/results.sqlite]")
     out: str = _opt("medfm-report", "output folder")
-    bootstrap: int = _opt(1000, "resamples for the seed-pooled 95% CI", ge=0)
+    bootstrap: int = _opt(1000, "resamples for the seed-pooled 95% CI and the paired tests (0: none; binary ROC-AUC "
+                                "pairs still get DeLong's test)", ge=0)
     kind: Literal["probe", "finetune"] | None = _opt(None, "only probe or finetune rows")
     dataset: list[str] = _opt([], "only these datasets")
     fraction: list[float] = _opt([], "only these label budgets")

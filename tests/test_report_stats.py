@@ -241,3 +241,30 @@ def test_report_sections_render_in_headless_chromium(report, chromium, tmp_path)
     assert attrs["rows-leaderboard"] == 13 and attrs["rows-pairwise"] == 30 and attrs["rows-ranks"] == 6, attrs
     assert attrs["rows-frozen_vs_finetuned"] == 9 and attrs["rows-published"] == 3 and attrs["rows-published_only"] == 1
     assert attrs["tied"] >= 1, attrs
+
+
+def test_only_rows_on_the_same_test_rows_are_paired_and_bootstrap_0_leaves_delong(store):
+    """Rows of other dataset content, or without predictions, are left out with the reason; with --bootstrap 0
+    binary ROC-AUC pairs are still tested (DeLong), so the marks stay."""
+    import copy
+
+    from medfm.identity import identity_sha256
+    from medfm.report.aggregate import group_rows, leaderboard
+    from medfm.report.paired import compare_datasets
+
+    rows, ds = names(store)
+    rows = [copy.deepcopy(r) for r in rows if r["dataset"] == ds["breast"] and r["fraction"] == 1.0]
+    for r in rows:
+        if r["backbone"] == "efficientnet_lite0" and r["kind"] == "probe":  # as if its dataset had other content
+            r["identity"]["dataset_sha256"] = "0" * 64
+            r["identity_sha256"] = identity_sha256(r["identity"])
+        if r["backbone"] == "mobilenetv2" and r["kind"] == "finetune":  # stored without predictions
+            del r["predictions"]
+    (c,) = compare_datasets(leaderboard(group_rows(rows, 0)), 0)
+    left = {g.backbone + " " + g.kind: why for g, why in c.left_out}
+    assert left == {"efficientnet_lite0 probe": "scored on other test rows than the best entry (different dataset "
+                                                "content or split)",
+                    "mobilenetv2 finetune": "no stored test predictions (run with --store-predictions)"}
+    assert len(c.entries) == 4 and len(c.pairs) == 6
+    assert all(np.isnan(p.p_boot) and 0 <= p.p_delong <= 1 and p.tested for p in c.pairs.values())
+    assert {c.status(g) for g in c.entries} <= {"best", "tied for best", "below best"}

@@ -108,8 +108,13 @@ class Pair:
         return self.p_delong_holm if self.p_delong_holm is not None else self.p_boot_holm
 
     @property
+    def tested(self) -> bool:
+        """False where no test could run (``--bootstrap 0`` and no DeLong): neither tied nor worse is known."""
+        return bool(np.isfinite(self.p_holm))
+
+    @property
     def significant(self) -> bool:
-        return bool(self.p_holm < ALPHA)
+        return bool(self.tested and self.p_holm < ALPHA)
 
 
 def _bootstrap_summary(diff: float, boot: np.ndarray) -> tuple[float, float, float]:
@@ -150,9 +155,8 @@ def make_pair(a: Scored, b: Scored, boot_a: np.ndarray, boot_b: np.ndarray, metr
 
 def correct(pairs: list[Pair]) -> None:
     """Holm's correction over ``pairs`` (one family), for each test separately."""
-    if not pairs:
-        return
-    for pair, adj in zip(pairs, holm([p.p_boot if np.isfinite(p.p_boot) else 1.0 for p in pairs])):
+    booted = [p for p in pairs if np.isfinite(p.p_boot)]
+    for pair, adj in zip(booted, holm([p.p_boot for p in booted])):
         pair.p_boot_holm = float(adj)
     with_delong = [p for p in pairs if p.p_delong is not None]
     for pair, adj in zip(with_delong, holm([p.p_delong for p in with_delong])):
@@ -181,12 +185,16 @@ class DatasetComparison:
         return self.entries[0] if self.entries else None
 
     def status(self, g: Group) -> str:
-        """"best", "tied for best" (not significantly worse than the best after Holm), "below best", or ""."""
+        """"best", "tied for best" (not significantly worse than the best after Holm), "below best", "not tested"
+        (no test could run: ``--bootstrap 0`` on a metric without DeLong), or "" (not compared)."""
         if self.best is None or all(g.key != e.key for e in self.entries):
             return ""
         if g.key == self.best.key:
             return "best"
-        return "below best" if self.pair(self.best, g).significant else "tied for best"
+        pair = self.pair(self.best, g)
+        if not pair.tested:
+            return "not tested"
+        return "below best" if pair.significant else "tied for best"
 
 
 def by_row_set(scored_entries: list[Scored]) -> dict[str, list[Scored]]:

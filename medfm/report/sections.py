@@ -24,6 +24,10 @@ def _ci(low: float, high: float) -> str:
     return "—" if low != low else f"[{low:+.4f}, {high:+.4f}]"
 
 
+def _significant(p) -> str:
+    return "not tested" if not p.tested else "yes" if p.significant else "no"
+
+
 @dataclass
 class Section:
     anchor: str  # HTML id and CSV file stem
@@ -75,7 +79,7 @@ def pairwise(comparisons: list[DatasetComparison]) -> Section:
     for c in comparisons:
         for p in c.pairs.values():
             s.rows.append([c.dataset, c.metric, p.a.title, p.b.title, f"{p.diff:+.4f}", _ci(p.low, p.high), _p(p.p_boot),
-                           _p(p.p_boot_holm), _p(p.p_delong), _p(p.p_delong_holm), "yes" if p.significant else "no"])
+                           _p(p.p_boot_holm), _p(p.p_delong), _p(p.p_delong_holm), _significant(p)])
         if c.best is not None:
             tied = [g.title for g in c.entries[1:] if c.status(g) == "tied for best"]
             s.notes.append(f"{c.dataset}: best {c.best.title}" + (f"; tied for best (not significantly worse): "
@@ -116,7 +120,7 @@ def frozen_tuned(items: list[FrozenVsTuned], notes: list[str]) -> Section:
         p = m.pair
         s.rows.append([m.dataset, m.frozen.metric, m.backbone, f"{m.fraction:g}", _head(m.frozen), _head(m.tuned),
                        f"{m.frozen.mean:.4f}", f"{m.tuned.mean:.4f}", f"{p.diff:+.4f}", _ci(p.low, p.high), _p(p.p),
-                       _p(p.p_holm), "yes" if p.significant else "no"])
+                       _p(p.p_holm), _significant(p)])
     if not items:
         s.notes.append("no backbone has both probe and fine-tune rows on the same test rows and label budget")
     s.notes += notes
