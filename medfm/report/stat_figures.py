@@ -45,7 +45,8 @@ def pairwise_matrix(c: DatasetComparison) -> bytes | None:
     im = ax.imshow(diff, cmap="RdBu", vmin=-span, vmax=span)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, text[i][j] or "—", ha="center", va="center", fontsize=6.5)
+            dark = np.isfinite(diff[i, j]) and abs(diff[i, j]) > 0.6 * span
+            ax.text(j, i, text[i][j] or "—", ha="center", va="center", fontsize=6.5, color="white" if dark else "black")
     names = [_wrapped(g.title) for g in c.entries]
     ax.set_xticks(range(k), names, rotation=40, ha="right", fontsize=7)
     ax.set_yticks(range(k), names, fontsize=7)
@@ -83,7 +84,7 @@ def cd_diagram(a: AcrossDatasets) -> bytes | None:
             y = -(n + 1) * 0.6 - 0.3 * len(a.groups)
             x_text = lo_rank - 0.3 if side == "left" else hi_rank + 0.3
             ax.plot([a.ranks[i], a.ranks[i], x_text], [0, y, y], color="k", lw=0.8)
-            ax.text(x_text + (-0.05 if side == "left" else 0.05), y, f"{_short(a.entries[i], 64)} ({a.ranks[i]:.2f})",
+            ax.text(x_text + (-0.05 if side == "left" else 0.05), y, f"{_short(a.entries[i], 72)} ({a.ranks[i]:.2f})",
                     ha="right" if side == "left" else "left", va="center", fontsize=7.5)
     for n, g in enumerate(a.groups):
         y = -0.2 - 0.3 * n
@@ -100,7 +101,8 @@ def frozen_vs_tuned(items: list[FrozenVsTuned], dataset: str) -> bytes | None:
     lines: dict[str, list[FrozenVsTuned]] = defaultdict(list)
     for m in items:
         if m.dataset == dataset:
-            lines[f"{m.tuned.title} − {m.frozen.title}"].append(m)
+            depth = m.tuned.identity.get("unfreeze")
+            lines[f"{m.backbone}: {m.tuned.head} u{depth} − {m.frozen.head} probe"].append(m)
     if not lines:
         return None
     plt = _plt()
@@ -110,7 +112,7 @@ def frozen_vs_tuned(items: list[FrozenVsTuned], dataset: str) -> bytes | None:
         x = [m.fraction for m in ms]
         y = [m.pair.diff for m in ms]
         err = [[m.pair.diff - m.pair.low for m in ms], [m.pair.high - m.pair.diff for m in ms]]
-        ax.errorbar(x, y, yerr=np.clip(err, 0, None), marker="o", capsize=3, label=_short(label, 60))
+        ax.errorbar(x, y, yerr=np.clip(err, 0, None), marker="o", capsize=3, label=_short(label, 80))
         for m in ms:
             if m.pair.significant:
                 ax.annotate("*", (m.fraction, m.pair.high), ha="center", va="bottom", fontsize=10)
