@@ -208,12 +208,16 @@ def test_published_column_matches_entries_names_protocol_differences_and_lists_r
     assert re.search(r"\| 0\.6100 \| [-+]0\.\d{4} \|", md)
 
 
-def test_published_accepts_a_shipped_table_by_name_and_refuses_a_missing_file(tmp_path):
+def test_published_accepts_a_shipped_table_by_name_and_a_missing_file_stops_the_report_before_it_writes(store,
+                                                                                                         tmp_path):
+    from medfm.config import ReportConfig
     from medfm.published import SHIPPED, resolve_published
+    from medfm.report import run_report
 
     assert resolve_published("medmnist_plus") == SHIPPED / "medmnist_plus.csv"
-    with pytest.raises(MedfmError, match="medmnist_plus"):
-        resolve_published(str(tmp_path / "nope.csv"))
+    with pytest.raises(MedfmError, match="not found .* shipped table: medmnist_plus"):
+        run_report(ReportConfig(results=str(store), out=str(tmp_path / "report"), published=str(tmp_path / "nope.csv")))
+    assert not (tmp_path / "report").exists()
 
 
 def test_report_sections_render_in_headless_chromium(report, chromium, tmp_path):

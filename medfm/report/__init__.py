@@ -102,6 +102,8 @@ def _slug(*parts) -> str:
 
 def run_report(cfg: ReportConfig) -> dict:
     store = ResultsStore(cfg.results, readonly=True)  # refuses a file that is not a medfm store; never writes
+    pub_path = resolve_published(cfg.published) if cfg.published else None  # a bad file stops before any work
+    published = read_published(pub_path) if pub_path else None
     records = select_rows(store.records(), cfg)
     if not records:
         what = "rows" if not (cfg.kind or cfg.dataset or cfg.fraction or cfg.where) else "rows matching the filters"
@@ -123,9 +125,8 @@ def run_report(cfg: ReportConfig) -> dict:
     tuned, tuned_notes = frozen_vs_tuned(groups, cfg.bootstrap)
     stat_sections = [sections.pairwise(comparisons), sections.across(across), sections.frozen_tuned(tuned, tuned_notes)]
     pub_cells = None
-    if cfg.published:
-        pub_path = resolve_published(cfg.published)
-        matched, unmatched = match(board, read_published(pub_path))
+    if published is not None:
+        matched, unmatched = match(board, published)
         stat_sections += sections.published(matched, unmatched, pub_path.name)
         pub_cells = {c.entry["group"].key: (c.published.value, c.difference, bool(c.protocol_differences))
                      for c in matched if c.entry["metric"] == c.entry["group"].metric}
