@@ -385,6 +385,11 @@ class SweepConfig(_Config):
                                                     "[preset's, else all]")
     finetune: dict = _opt({}, "any `medfm finetune` setting for every fine-tune, e.g. epochs=10")
     plan_only: bool = _opt(False, "print the plan (and what is done), run nothing", cli={"flag": "--plan"})
+    # issue 17 (fidelity): how closely the rows follow the study's code (medfm.fidelity)
+    fidelity: Literal["fast", "exact"] | None = _opt(None, "fast: medfm's cached path (frozen rows = extract + probe); "
+                                                          "exact: the preset's study as its code ran it (every row a "
+                                                          "fine-tune, frozen rows with unfreeze 0; needs --preset) "
+                                                          "[the preset's, else fast]")
 
 
 class ReportConfig(_Config):

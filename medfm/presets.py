@@ -29,6 +29,8 @@ class Preset:
     unfreeze: tuple[int | str, ...] = ("all",)  # unfrozen rows: last N blocks trained ('all' = full fine-tune), one row each
     finetune: dict = field(default_factory=dict)  # FinetuneConfig settings for every fine-tune
     img_size: int | None = None
+    fidelity: str = "fast"  # what the preset runs unless --fidelity says otherwise (medfm.fidelity)
+    code: str | None = None  # the study code `--fidelity exact` follows (a medfm.fidelity.STUDIES name), None: no exact
 
 
 PRESETS: Registry[Preset] = Registry("preset", "medfm sweep --list-presets")
@@ -48,12 +50,12 @@ add(name="mansoori2025",
     description="Mansoori et al. 2025 (arXiv 2505.19779): 7 foundation-model families, linear vs DeiT head, frozen vs unfrozen",
     backbones=("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14", "mae_vitb16", "mae_vitl16", "mae_vith14",
                "aimv2_l14", "aimv2_h14", "coca_vitb32", "coca_vitl14", "sam2_b", "sam2_l",
-               "clip_vitb16", "vmamba_b"),
+               "openclip_vitb16", "vmamba_b"),  # the code's CLIP: open_clip ViT-B-16 laion2b_s34b_b88k (clip.py:L8)
     datasets=STUDY_DATASETS, heads=("linear", "deit"), scenarios=("frozen", "unfrozen"), img_size=224,
     # unfrozen = the whole backbone trains (its code can also train from `partial.unfreeze_cutoff` on:
     # override `unfreeze` to reproduce such a partial run)
     probe={"solver": "grid"},  # the study trains its frozen heads with an optimiser, not to convergence
-    unfreeze=("all",), finetune=STUDY1_TRAINING)
+    unfreeze=("all",), finetune=STUDY1_TRAINING, fidelity="fast", code="study1")
 add(name="huix2024",
     description="Huix et al., WACV 2024 (arXiv 2310.19522): {frozen, unfrozen} x {linear, appended DeiT head}",
     backbones=("sam_vitb", "seem_focalt", "dinov2_vitb14", "openclip_vitb16", "blip_vitb", "deit_b", "dino_vitb16",
@@ -61,7 +63,8 @@ add(name="huix2024",
     datasets=STUDY_DATASETS, heads=("linear", "deit"), scenarios=("frozen", "unfrozen"), img_size=224,
     # unfrozen = end-to-end fine-tuning of the whole backbone; STUDIES.md lists no schedule of its own for
     # this study, so it trains with study 1's settings (same four datasets, same two heads)
-    probe={"solver": "grid"}, unfreeze=("all",), finetune=STUDY1_TRAINING)
+    # exact: study 1's code (the DeiT head and trainer it shares; its own code is not read here)
+    probe={"solver": "grid"}, unfreeze=("all",), finetune=STUDY1_TRAINING, fidelity="fast", code="study1")
 add(name="huang2024",
     description="Huang et al., COMPSAC 2024 (arXiv 2402.07595): DINOv2 S/B/L vs ImageNet CNNs, 5,000-resample bootstrap CIs",
     backbones=("vgg16", "resnet50", "densenet121", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14"),
@@ -71,7 +74,8 @@ add(name="huang2024",
     # decay, scheduler or clipping, batch 32, 100 epochs, Resize 256 -> CenterCrop 224 only (no augmentation).
     # medfm's schedule is always warm-up + cosine; warm-up 0 leaves the cosine decay as the one difference.
     unfreeze=("all",), finetune={"epochs": 100, "batch_size": 32, "lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 0,
-                                 "grad_clip": None, "augment": "none"})
+                                 "grad_clip": None, "augment": "none"},
+    fidelity="fast", code="study3")
 add(name="label_efficiency",
     description="label budgets 1/10/100 % x 3 seeds, linear + kNN, DINOv2-S vs MobileNetV2 on PneumoniaMNIST (minutes on a CPU)",
     backbones=("dinov2_vits14", "mobilenetv2"), datasets=("pneumoniamnist",), heads=("linear", "knn"),
