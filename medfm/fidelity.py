@@ -208,7 +208,8 @@ STUDY1 = StudyCode(
         Setting("ddsm", "DDSM data",
                 exact={"dataset": "ddsm:study1_code"}, fast={"dataset": "cbis_ddsm"},
                 exact_text="ddsm:study1_code: the DDSM raw image lists, normal (0) vs benign + cancer (1)",
-                fast_text="cbis_ddsm: CBIS-DDSM, benign vs malignant",
+                fast_text="the mansoori2025/huix2024 presets: cbis_ddsm (CBIS-DDSM, benign vs malignant); params.json: "
+                          "medfm's ddsm (its default protocol)",
                 code=("defaults/datasets.py:L104", "defaults/datasets.py:L131-137", "defaults/datasets.py:L144-155"),
                 paper="the paper says CBIS-DDSM (benign vs malignant); the code reads DDSM lists (normal vs abnormal)",
                 when=lambda r: _s1(r) == "ddsm"),
