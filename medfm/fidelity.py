@@ -466,11 +466,23 @@ def report_lines(groups) -> list[str]:
     lines = []
     for g in groups:
         fid = next((r.get("fidelity") for r in g.rows if r.get("fidelity")), None)
-        if not fid:
-            continue
+        if not fid or not fid.get("study_code"):
+            continue  # a row of no study (a sweep without a study preset): nothing to compare with
         deps = fid.get("departures") or []
         what = ", ".join(f"{d['setting']} ({'; '.join(d['code'][:2])})" for d in deps) or "none"
         lines.append(f"- {g.dataset} {g.label}: fidelity {fid['mode']}"
                      + (f", following {fid['study_code']}" if fid.get("study_code") else "")
                      + f"; {'settings from the code' if fid['mode'] == 'exact' else 'differs from the code in'}: {what}")
     return (["## Fidelity", ""] + lines + [""]) if lines else []
+
+
+def markdown_table(name: str) -> str:
+    """README's table of a study's settings (generated, so it cannot drift from the table above)."""
+    code = STUDIES[name]
+    out = [f"| setting | exact | fast (today's) | code ({code.source}) | paper / not reproduced yet |",
+           "|---|---|---|---|---|"]
+    for s in code.settings:
+        last = "; ".join([f"paper: {s.paper}"] * bool(s.paper) + [f"needs {n}" for n in s.needs]) or "—"
+        out.append(f"| `{s.key}` {s.what} | {s.exact_text} | {s.fast_text} | {', '.join(f'`{c}`' for c in s.code)} "
+                   f"| {last} |")
+    return "\n".join(out).replace("\\", "/")

@@ -392,6 +392,8 @@ def _extract_keys() -> set[str]:
 def run_study_params(path: str | Path, dry_run: bool = False, fidelity: str = "fast") -> dict:
     """Map, log the mapping, and run it; returns the result record (with the mapping under 'params' and the
     fidelity with its departures under 'fidelity', in the stored row too)."""
+    from rich.markup import escape
+
     from medfm.finetune import FinetuneConfig
     from medfm.ui import console
 
@@ -399,9 +401,9 @@ def run_study_params(path: str | Path, dry_run: bool = False, fidelity: str = "f
     console.print(f"[bold]{path}[/]: study-1 params -> medfm {'extract + probe' if run.mode == 'probe' else 'finetune'}"
                   f" ({fidelity} fidelity" + (f", following {STUDY1.source})" if fidelity == "exact" else ")"))
     for key, how in run.used.items():
-        console.print(f"  used    {key}: {how}")
+        console.print(escape(f"  used    {key}: {how}"))
     for key, why in run.ignored.items():
-        console.print(f"  ignored {key}: {why}")
+        console.print(escape(f"  ignored {key}: {why}"))
     print_settings(run, console)
     missing = missing_options(run.finetune, FinetuneConfig) if run.mode == "finetune" else []
     if dry_run:
@@ -430,19 +432,21 @@ def print_settings(run: StudyRun, console) -> None:
         console.print(f"  settings from the study's code ({STUDY1.source}):")
     else:
         console.print("  differs from --fidelity exact (the study's code):")
+    from rich.markup import escape
+
     for s in run.settings():
         opts = ", ".join(f"{k}={v}" for k, v in s.get("options", {}).items())
         value = s["exact"] if run.fidelity == "exact" else f"{s['fast']} (exact: {s['exact']})"
-        console.print(f"    {s['setting']}: {value}" + (f" [{opts}]" if opts and run.fidelity == "exact" else "")
-                      + f" — {', '.join(s['code'])}")
+        console.print(escape(f"    {s['setting']}: {value}" + (f" (options: {opts})" if opts and run.fidelity == "exact"
+                                                                 else "") + f" — code: {', '.join(s['code'])}"))
         if s.get("paper"):
-            console.print(f"      departs from the paper: {s['paper']}")
+            console.print(escape(f"      departs from the paper: {s['paper']}"))
         for need in s.get("needs", ()):
-            console.print(f"      not reproduced yet (needs {need})")
+            console.print(escape(f"      not reproduced yet (needs {need})"))
     if run.fidelity == "exact":
         console.print("  settings of the study's code for other rows (not this run's):")
         for s in run.other_settings():
-            console.print(f"    {s['setting']}: {s['exact']} — {', '.join(s['code'])}")
+            console.print(escape(f"    {s['setting']}: {s['exact']} — code: {', '.join(s['code'])}"))
 
 
 def _finetune(settings: dict) -> dict:

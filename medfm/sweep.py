@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
+from rich.markup import escape
 
 from medfm.config import ExtractConfig, ProbeConfig, SweepConfig
 from medfm.errors import MedfmError
@@ -267,7 +268,7 @@ def _plan_exact(cfg: SweepConfig, grid: dict, jobs: list[Job], summary: dict) ->
         return []
     console.print(f"fidelity: exact, following {code.source}: every row a fine-tune (frozen rows unfreeze 0)")
     for s in code.settings:
-        console.print(f"  {s.key}: {s.exact_text} [{', '.join(s.code[:3])}]")
+        console.print(escape(f"  {s.key}: {s.exact_text} (code: {', '.join(s.code[:3])})"))
     missing = set()
     for entry, job in zip(summary["plan"], jobs):
         entry["settings"] = exact_settings(grid, job)
@@ -301,7 +302,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
     console.print(f"sweep plan: {len(grid['backbones'])} backbones x {len(grid['datasets'])} datasets x "
                   f"{len(grid['heads'])} heads x {len(grid['fractions'])} label budgets x {len(grid['seeds'])} seeds "
                   f"({', '.join(grid['scenarios'])}) = {n_probe} probes over {n_pairs if n_probe else 0} caches"
-                  + (f" + {n_ft} fine-tunes (unfreeze {', '.join(map(str, grid['unfreeze']))})" if n_ft else "")
+                  + (f" + {n_ft} fine-tunes (unfreeze {', '.join(dict.fromkeys(str(j.unfreeze) for j in jobs if j.kind == 'finetune'))})"
+                     if n_ft else "")
                   + f" (results: {store.path})")
     for note in notes:
         console.print(f"  note: {note}")

@@ -188,7 +188,7 @@ def test_cli_dry_run_prints_the_code_locations_and_refuses_an_unknown_fidelity()
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert "settings from the study's code (sajjad-sh33/Medical-Transfer-Learning@02db977)" in text
-    assert "defaults/bases.py:L66-74" in text and "departs from the paper: the paper says CBIS-DDSM" in text
+    assert "(options: resize=squash, resize_size=256, img_size=224)" in text and "defaults/bases.py:L66-74" in text and "departs from the paper: the paper says CBIS-DDSM" in text
     res = CliRunner().invoke(app, ["run", "--params", str(PARAMS), "--dry-run", "--fidelity", "slow"])
     # a MedfmError, which medfm's entry point prints as one `medfm: error:` line with exit status 2
     assert isinstance(res.exception, MedfmError) and str(res.exception) == "--fidelity 'slow' is not a fidelity — use fast or exact"
