@@ -192,3 +192,14 @@ def test_cli_dry_run_prints_the_code_locations_and_refuses_an_unknown_fidelity()
     res = CliRunner().invoke(app, ["run", "--params", str(PARAMS), "--dry-run", "--fidelity", "slow"])
     # a MedfmError, which medfm's entry point prints as one `medfm: error:` line with exit status 2
     assert isinstance(res.exception, MedfmError) and str(res.exception) == "--fidelity 'slow' is not a fidelity — use fast or exact"
+
+
+def test_readme_fidelity_tables_are_the_generated_ones():
+    from conftest import REPO
+
+    from medfm.fidelity import markdown_table
+
+    text = (REPO / "README.md").read_text()
+    for name in STUDIES:
+        block = re.search(rf"<!-- fidelity:{name}:start -->\n(.*?)\n<!-- fidelity:{name}:end -->", text, re.S)
+        assert block and block.group(1).strip() == markdown_table(name).strip(), f"README's {name} table drifted"
