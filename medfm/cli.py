@@ -97,6 +97,7 @@ def probe(settings: dict, config: str | None, as_json: bool):
 
 
 def _list_presets() -> None:
+    from medfm.fidelity import STUDIES
     from medfm.presets import PRESETS
 
     for name, p in PRESETS.items():
@@ -104,7 +105,8 @@ def _list_presets() -> None:
                     f"{', '.join(f'{k}={v}' for k, v in p.finetune.items()) or 'the fine-tune defaults'}"
                     if "unfrozen" in p.scenarios else "")
         typer.echo(f"{name}: {p.description}\n  backbones: {', '.join(p.backbones)}\n  datasets: {', '.join(p.datasets)}"
-                   f"\n  heads: {', '.join(p.heads)}; scenarios: {', '.join(p.scenarios)}{unfrozen}")
+                   f"\n  heads: {', '.join(p.heads)}; scenarios: {', '.join(p.scenarios)}{unfrozen}"
+                   f"\n  fidelity: {p.fidelity}" + (f" (--fidelity exact follows {STUDIES[p.code].source})" if p.code else ""))
 
 
 SWEEP_PROBE_SHORTCUTS = ("epochs", "head_depth", "deit_weights", "bootstrap")  # ProbeConfig keys, into sweep.probe
