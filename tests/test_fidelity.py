@@ -203,3 +203,21 @@ def test_readme_fidelity_tables_are_the_generated_ones():
     for name in STUDIES:
         block = re.search(rf"<!-- fidelity:{name}:start -->\n(.*?)\n<!-- fidelity:{name}:end -->", text, re.S)
         assert block and block.group(1).strip() == markdown_table(name).strip(), f"README's {name} table drifted"
+
+
+def test_report_lists_per_row_group_the_fidelity_and_its_departures():
+    from types import SimpleNamespace
+
+    from medfm.fidelity import Row, record_entry, report_lines
+
+    row = Row("coca_vitb32", "chexpert", "deit", "unfrozen", 0)
+    exact = SimpleNamespace(dataset="chexpert", label="coca_vitb32 u0 + deit",
+                            rows=[{"fidelity": record_entry("exact", STUDY1, row)}])
+    fast = SimpleNamespace(dataset="chexpert", label="coca_vitb32 + deit", rows=[{"fidelity": record_entry("fast", STUDY1, row)}])
+    plain = SimpleNamespace(dataset="busi", label="mobilenetv2 + linear", rows=[{"fidelity": record_entry("fast", None, None)}])
+    lines = report_lines([exact, fast, plain])
+    assert lines[0] == "## Fidelity" and len(lines) == 5 and lines[-1] == ""  # the row of no study says nothing
+    assert "fidelity exact, following sajjad-sh33/Medical-Transfer-Learning@02db977" in lines[2]
+    assert "deit_frozen (defaults/models.py:L571; defaults/models.py:L588-591)" in lines[2]
+    assert "coca_tokens (defaults/models.py:L339-347" in lines[2] and "fidelity fast" in lines[3]
+    assert "deit_init" not in lines[3]  # fast lists only what differs from the code
