@@ -136,8 +136,6 @@ def base_name(dataset: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 S1_GREY = ("chexpert", "ddsm")  # img_channels = 1 (defaults/datasets.py:L18, L98)
 S1_WARMUP_EPOCHS = ("aptos2019", "ddsm")  # classification.py:L104-106
-S1_METRIC = {"aptos2019": "quadratic_kappa", "isic2019": "balanced_accuracy", "chexpert": "roc_auc",
-             "ddsm": "roc_auc"}  # the datasets' target_metric (macro recall = balanced accuracy)
 S1_FEATURE = (("dinov2", "CLS token after the final norm (x_norm_clstoken)", "defaults/models.py:L364-377"),
               ("mae", "mean of the patch tokens, CLS excluded", "defaults/models.py:L313-323"),
               ("aimv2", "mean of last_hidden_state", "defaults/models.py:L327-337"),
@@ -230,13 +228,14 @@ STUDY1 = StudyCode(
                 code=("defaults/datasets.py:L71-76", "defaults/wrappers.py:L321-331"),
                 when=lambda r: _s1(r) == "chexpert"),
         Setting("metrics", "metrics and the metric that picks the best epoch",
-                exact=lambda r: {"metric": S1_METRIC[_s1(r)]} if _s1(r) in S1_METRIC else {},
-                exact_text="the code's target_metric (APTOS quadratic kappa, ISIC macro recall, CheXpert and DDSM "
-                           "ROC-AUC); ROC-AUC one-vs-one, 0.5 for a CheXpert label with no positives",
+                exact=lambda r: {"dataset": STUDY1.dataset_for(r.dataset)},
+                exact_text="the code's target_metric, as the :study1_code protocol's headline (APTOS quadratic_kappa, "
+                           "ISIC recall_macro, CheXpert and DDSM roc_auc_study1: one-vs-one, 0.5 for a label with no "
+                           "positives)",
                 fast_text="the dataset's headline metric; ROC-AUC one-vs-rest, labels without positives skipped",
                 code=("utils/metrics.py:L21-39", "utils/metrics.py:L102-107", "defaults/datasets.py:L24",
                       "defaults/datasets.py:L102", "defaults/datasets.py:L198", "defaults/datasets.py:L255"),
-                note="the one-vs-one AUC and the 0.5 rule come with the :study1_code protocol (studysplits)"),
+                note="no --metric is set: the :study1_code protocol declares the code's metric as its headline"),
         Setting("squash", "resizing",
                 exact={"resize": "squash", "resize_size": 256, "img_size": 224}, fast={"resize": "crop"},
                 exact_text="resize=squash, resize_size=256: Resize((256, 256)) ignoring aspect, CenterCrop 224",
@@ -343,7 +342,8 @@ def _cnn(row: Row) -> bool:
 
 STUDY3 = StudyCode(
     name="study3", repo="GuanghuiFU/medical_dino_eval", commit="f2b17be",
-    datasets={},
+    # the code names only chest_xray's folders (train_model.py:L16-19); eye_fund and skin_dermoscopy have no paths
+    datasets={"kermany_cxr_224": "chest_xray_pneumonia:study3_code", "chest_xray_pneumonia": "chest_xray_pneumonia:study3_code"},
     # main_script_train.py:L24: 100 epochs, batch 32, Adam lr 1e-4; utils.py:L100-101: no decay, no scheduler
     base={"epochs": 100, "batch_size": 32, "lr": 1e-4, "weight_decay": 0.0, "grad_clip": None, "amp": False,
           "img_size": 224},
@@ -404,13 +404,16 @@ STUDY3 = StudyCode(
                            "warm-up, no clipping, fp32",
                 fast_text="the same, but the rate decays with a cosine",
                 code=("utils.py:L100-101", "utils.py:L132-163")),
-        Setting("split", "splits",
-                exact={}, exact_text="train folder shuffled (random.seed 1) and random_split 8:2 (torch seed 1) into "
-                                     "train/val; test = the dataset's test folder",
-                fast_text="the registry dataset's split",
-                code=("utils.py:L250-259", "utils.py:L270-276", "train_model.py:L4-5", "inference_biu.py:L15-21"),
-                needs=("dataset protocol ':study3_code' (random_split 8:2 with torch seed 1 after random.shuffle "
-                       "of os.listdir order, which is filesystem-dependent)",)),
+        Setting("split", "data and splits",
+                exact=lambda r: {"dataset": STUDY3.dataset_for(r.dataset)},
+                exact_text="chest X-ray: chest_xray_pneumonia:study3_code (train/ in os.listdir order shuffled with "
+                           "random.seed 1, random_split 8:2 with torch seed 1 into train/val; test/ as test); "
+                           "fundus and dermoscopy: the registry's split (the code names no folders for them)",
+                fast_text="kermany_cxr_224, ichallenge_amd, ham10000_224 with the registry's splits",
+                code=("train_model.py:L16-20", "utils.py:L250-259", "utils.py:L270-276", "train_model.py:L4-5",
+                      "inference_biu.py:L15-21"),
+                needs=("study3_code protocols for ichallenge_amd and ham10000_224 (the code gives no paths for "
+                       "eye_fund / skin_dermoscopy)",)),
         Setting("train_order", "training order",
                 exact={}, exact_text="the same order every epoch (train loader not shuffled); after the first "
                                      "validation the model stays in eval mode (CNN BatchNorm frozen)",

@@ -209,6 +209,9 @@ def user_overrides(cfg: SweepConfig, grid: dict, job: Job) -> dict:
         mine["weights"] = cfg.weights[job.backbone]
     if cfg.img_size and img_size_for(grid, job.backbone) is not None:
         mine["img_size"] = img_size_for(grid, job.backbone)
+    for key in ("resize", "resize_size", "norm"):  # the sweep's own preprocessing options (issue 15/17), when set
+        if getattr(cfg, key, None) is not None:
+            mine[key] = getattr(cfg, key)
     return mine
 
 
@@ -266,7 +269,8 @@ def _plan_exact(cfg: SweepConfig, grid: dict, jobs: list[Job], summary: dict) ->
     if grid["fidelity"] == "fast":
         console.print("fidelity: fast (medfm's cached path)" + (f"; --fidelity exact follows {code.source}" if code else ""))
         return []
-    console.print(f"fidelity: exact, following {code.source}: every row a fine-tune (frozen rows unfreeze 0)")
+    depths = ", ".join(dict.fromkeys(f"{j.scenario} {j.head} u{j.unfreeze}" for j in jobs))
+    console.print(f"fidelity: exact, following {code.source}: every row a fine-tune ({depths})")
     for s in code.settings:
         console.print(escape(f"  {s.key}: {s.exact_text} (code: {', '.join(s.code[:3])})"))
     missing = set()
@@ -302,8 +306,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     console.print(f"sweep plan: {len(grid['backbones'])} backbones x {len(grid['datasets'])} datasets x "
                   f"{len(grid['heads'])} heads x {len(grid['fractions'])} label budgets x {len(grid['seeds'])} seeds "
                   f"({', '.join(grid['scenarios'])}) = {n_probe} probes over {n_pairs if n_probe else 0} caches"
-                  + (f" + {n_ft} fine-tunes (unfreeze {', '.join(dict.fromkeys(str(j.unfreeze) for j in jobs if j.kind == 'finetune'))})"
-                     if n_ft else "")
+                  + (f" + {n_ft} fine-tunes (unfreeze {', '.join(map(str, grid['unfreeze']))})" if n_ft else "")
                   + f" (results: {store.path})")
     for note in notes:
         console.print(f"  note: {note}")
@@ -415,14 +418,14 @@ def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, 
 
     inputs = None  # dataset + backbone spec, resolved once for the pair (the same for all its rows)
     for job in jobs:
-        row = {**grid["finetune"], "backbone": job.backbone, "dataset": job.dataset,
-               "weights": cfg.weights.get(job.backbone), "data_root": cfg.data_root, "grey": cfg.grey,
-               "img_size": img_size_for(grid, job.backbone), "head": job.head, "unfreeze": job.unfreeze,
-               "fraction": job.fraction, "seed": job.seed, "device": cfg.device, "duplicates": cfg.duplicates,
-               "results": str(store.path), "resume": True, "overwrite": False, "backbones_file": cfg.backbones_file}
-        if job.fidelity == "exact":  # the code's settings; the user's --finetune / --weights / --img-size still win
-            row = {**row, **exact_settings(grid, job), **user_overrides(cfg, grid, job)}
-        fcfg = FinetuneConfig(**row)
+        fcfg = FinetuneConfig(**{**grid["finetune"], "backbone": job.backbone, "dataset": job.dataset,
+                                 "weights": cfg.weights.get(job.backbone), "data_root": cfg.data_root, "grey": cfg.grey,
+                                 "img_size": img_size_for(grid, job.backbone), "head": job.head, "unfreeze": job.unfreeze,
+                                 "fraction": job.fraction, "seed": job.seed, "device": cfg.device, "duplicates": cfg.duplicates,
+                                 "results": str(store.path), "resume": True, "overwrite": False,
+                                 "backbones_file": cfg.backbones_file})
+        if job.fidelity == "exact":  # the code's settings; what the user set explicitly still wins (and is recorded)
+            fcfg = FinetuneConfig(**{**fcfg.to_dict(), **exact_settings(grid, job), **user_overrides(cfg, grid, job)})
         inputs = inputs or finetune_inputs(fcfg)
         key = finetune_run_key(fcfg, inputs)  # `out` is not part of the key
         fcfg = fcfg.model_copy(update={"out": str(job.folder(out_root, key))})

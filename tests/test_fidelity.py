@@ -49,7 +49,8 @@ def test_exact_dry_run_of_the_study_params_lists_every_setting_with_its_code_loc
     assert (ft["resize"], ft["resize_size"], ft["img_size"], ft["norm"]) == ("squash", 256, 224, "dataset")
     assert (ft["augment"], ft["schedule"], ft["warmup_start_lr"], ft["warmup_epochs"]) == ("study1", "constant", 1e-8, 5.0)
     assert (ft["lr"], ft["weight_decay"], ft["batch_size"], ft["epochs"], ft["grad_clip"]) == (1e-4, 1e-5, 64, 100, 1.0)
-    assert ft["keep"] == "best" and ft["metric"] == "roc_auc" and "deit_weights" not in ft  # ImageNet DeiT-B default
+    assert ft["keep"] == "best" and "deit_weights" not in ft  # ImageNet DeiT-B, the option's default
+    assert "metric" not in ft  # the :study1_code protocol's headline is the code's metric
     concerned = {s["setting"] for s in report["settings"]}
     assert {"online_frozen", "ddsm", "grey_stem", "deit_init"} <= concerned and "deit_frozen" not in concerned
     assert report["fidelity"] == "exact" and report["ignored"].get("dataset_params.val_transforms") is None
@@ -134,8 +135,11 @@ def test_exact_plan_of_each_preset_runs_frozen_and_deit_rows_with_unfreeze_0(pre
         else:
             assert (s["resize"], s["resize_size"], s["schedule"], s["weight_decay"]) == ("crop", 256, "constant", 0.0)
             assert s.get("weights") == ("random" if j.backbone in ("vgg16", "resnet50", "densenet121") else None)
+
     if study1:
         assert "ddsm:study1_code" in grid["datasets"] and "cbis_ddsm" not in grid["datasets"]
+    else:  # the code's chest X-ray folders; fundus and dermoscopy keep the registry's (no paths in the code)
+        assert grid["datasets"] == ["chest_xray_pneumonia:study3_code", "ichallenge_amd", "ham10000_224"]
 
 
 def test_exact_needs_a_preset_with_study_code():
@@ -175,7 +179,8 @@ def test_a_stored_row_gets_its_fidelity_and_departures(tmp_path):
 
 def test_study3_table_names_what_exact_still_needs():
     needs = " ".join(STUDY3.needs())
-    for gap in ("_lc", "mlp256", "study3_code", "mean_of_replicates", "resize_size for resize=crop"):
+    for gap in ("_lc", "mlp256", "study3_code protocols for ichallenge_amd", "mean_of_replicates",
+                "resize_size for resize=crop"):
         assert gap in needs, gap
 
 
