@@ -25,12 +25,12 @@ class Preset:
     fractions: tuple[float, ...] = (1.0,)
     seeds: tuple[int, ...] = (0,)
     scenarios: tuple[str, ...] = ("frozen",)  # frozen: extract + probe rows; unfrozen: medfm finetune rows
+    fidelity: str = "fast"  # what the preset runs unless --fidelity says otherwise (medfm.fidelity)
+    code: str | None = None  # the study code `--fidelity exact` follows (a medfm.fidelity.STUDIES name), None: no exact
     probe: dict = field(default_factory=dict)  # ProbeConfig settings for every probe
     unfreeze: tuple[int | str, ...] = ("all",)  # unfrozen rows: last N blocks trained ('all' = full fine-tune), one row each
     finetune: dict = field(default_factory=dict)  # FinetuneConfig settings for every fine-tune
     img_size: int | None = None
-    fidelity: str = "fast"  # what the preset runs unless --fidelity says otherwise (medfm.fidelity)
-    code: str | None = None  # the study code `--fidelity exact` follows (a medfm.fidelity.STUDIES name), None: no exact
 
 
 PRESETS: Registry[Preset] = Registry("preset", "medfm sweep --list-presets")
