@@ -271,11 +271,18 @@ STUDY1 = StudyCode(
                           "lr 1e-4, weight decay 1e-5",
                 code=("params.json:optimization_params.default.optimizer", "defaults/wrappers.py:L205-220")),
         Setting("no_decay", "parameters without weight decay",
-                exact={}, exact_text="no decay on biases and 1-D parameters of every trainable module (head too)",
-                fast_text="fine-tune: none on norms/biases/tokens; probe: L2 on every weight",
-                code=("defaults/wrappers.py:L234-251",),
-                needs=("no_decay='bias_and_1d': the code decays cls_token and pos_embed (not 1-D), medfm's "
-                       "fine-tune exempts tokens",)),
+                exact={"no_decay": "biases_norms"}, fast={"no_decay": "biases_norms_tokens"},
+                exact_text="no_decay=biases_norms: no decay on biases and 1-D parameters of every trainable module "
+                           "(the DeiT head's cls_token and pos_embed are decayed)",
+                fast_text="fine-tune: no_decay=biases_norms_tokens; probe: L2 on every weight",
+                code=("defaults/wrappers.py:L234-251",)),
+        Setting("backbone_eval", "backbone mode while training",
+                exact=lambda r: {"backbone_eval": r.scenario == "frozen" or r.head == "deit" or r.unfreeze not in ("all", -1)},
+                exact_text="backbone_eval=true wherever the code sets freeze_backbone (frozen, partial and DeiT-head "
+                           "rows): the whole backbone in eval mode, trained blocks too; false for a full fine-tune",
+                fast_text="backbone_eval=false: trained blocks in train mode",
+                fast={"backbone_eval": False},
+                code=("defaults/models.py:L292-296", "defaults/models.py:L588-591")),
         Setting("schedule", "learning-rate schedule",
                 exact={"schedule": "constant", "warmup_start_lr": 1e-8}, fast={"schedule": "cosine",
                                                                                "warmup_start_lr": 0.0},
@@ -303,8 +310,9 @@ STUDY1 = StudyCode(
                 note="the code's val loader shuffles and drops its last partial batch (params.json valloader "
                      "drop_last true); medfm validates on every val image"),
         Setting("training_length", "epochs, batch, clipping, precision",
-                exact={"epochs": 100, "batch_size": 64, "grad_clip": 1.0, "amp": True},
-                exact_text="100 epochs, batch 64 (last partial batch dropped), grad-norm clip 1.0, mixed precision",
+                exact={"epochs": 100, "batch_size": 64, "grad_clip": 1.0, "amp": True, "drop_last": True},
+                exact_text="100 epochs, batch 64, drop_last=true (the last partial batch dropped), grad-norm clip 1.0, "
+                           "mixed precision",
                 fast_text="frozen: the probe's epochs/batch; unfrozen: 100 epochs, batch 64, clip 1.0, bf16 autocast",
                 code=("params.json:training_params", "params.json:dataloader_params.trainloader",
                       "defaults/trainer.py:L108-123"),
@@ -322,9 +330,11 @@ STUDY1 = StudyCode(
                 code=("params.json:foundation_params.partial.drop_cutoff", "defaults/models.py:L176-177",
                       "defaults/models.py:L365-366")),
         Setting("init_from", "starting checkpoint",
-                exact={}, exact_text="init_from from transfer_learning_params (none in the presets)",
+                exact={}, exact_text="init_from from transfer_learning_params, init_from_parts=backbone (none in the "
+                                     "presets)",
                 fast_text="the backbone's weights",
-                code=("params.json:transfer_learning_params", "defaults/wrappers.py:L192-199")),
+                code=("params.json:transfer_learning_params", "defaults/wrappers.py:L192-199",
+                      "utils/pretrained_loader.py:L20-25")),
     ),
 )
 

@@ -314,6 +314,9 @@ def _map_exact(r: _Reader, run: StudyRun, use, common: dict, head: str, freeze: 
     settings = {**STUDY1.row_settings(run.row), "unfreeze": unfreeze}  # the code's table for this row
     settings["dataset"] = STUDY1.dataset_for(common["dataset"])
     use("dataset_params.dataset", "dataset", f"{settings['dataset']} (the code's lists and splits)")
+    if r.get("dataloader_params.trainloader.drop_last") is not None:
+        settings["drop_last"] = use("dataloader_params.trainloader.drop_last", "finetune.drop_last",
+                                    bool(r.get("dataloader_params.trainloader.drop_last")))
     for key, setting in (("dataloader_params.trainloader.batch_size", "batch_size"),
                          ("optimization_params.default.optimizer.params.lr", "lr"),
                          ("optimization_params.default.optimizer.params.weight_decay", "weight_decay"),
@@ -369,6 +372,7 @@ def _map_exact(r: _Reader, run: StudyRun, use, common: dict, head: str, freeze: 
                      Path(r.get("training_params.save_dir") or ".") / "checkpoints")
         settings["init_from"] = use("transfer_learning_params", "finetune.init_from",
                                     str(where / (r.get("transfer_learning_params.pretrained_model_name") or "")))
+        settings["init_from_parts"] = "backbone"  # load_from_pretrained fills model.backbone only (pretrained_loader.py:L25)
     elif r.get("transfer_learning_params.use_pretrained") is not None:
         use("transfer_learning_params.use_pretrained", "finetune.init_from", "none (defaults/wrappers.py:L192-199)")
         r.get("transfer_learning_params")  # its path and name are read only when use_pretrained is true

@@ -51,6 +51,7 @@ def test_exact_dry_run_of_the_study_params_lists_every_setting_with_its_code_loc
     assert (ft["lr"], ft["weight_decay"], ft["batch_size"], ft["epochs"], ft["grad_clip"]) == (1e-4, 1e-5, 64, 100, 1.0)
     assert ft["keep"] == "best" and "deit_weights" not in ft  # ImageNet DeiT-B, the option's default
     assert "metric" not in ft  # the :study1_code protocol's headline is the code's metric
+    assert (ft["no_decay"], ft["drop_last"], ft["backbone_eval"]) == ("biases_norms", True, True)
     concerned = {s["setting"] for s in report["settings"]}
     assert {"online_frozen", "ddsm", "grey_stem", "deit_init"} <= concerned and "deit_frozen" not in concerned
     assert report["fidelity"] == "exact" and report["ignored"].get("dataset_params.val_transforms") is None
@@ -132,6 +133,7 @@ def test_exact_plan_of_each_preset_runs_frozen_and_deit_rows_with_unfreeze_0(pre
             assert s.get("grey") == ("red" if j.dataset.split(":")[0] in ("chexpert", "ddsm") else None)
             assert s.get("tokens_from") == ("attn_pool" if j.backbone.startswith("coca") and j.head == "deit" else None)
             assert s.get("warmup_epochs") == (5.0 if j.dataset.split(":")[0] in ("aptos2019", "ddsm") else None)
+            assert s["backbone_eval"] is frozen and s["no_decay"] == "biases_norms" and s["drop_last"] is True
         else:
             assert (s["resize"], s["resize_size"], s["schedule"], s["weight_decay"]) == ("crop", 256, "constant", 0.0)
             assert s.get("weights") == ("random" if j.backbone in ("vgg16", "resnet50", "densenet121") else None)
