@@ -482,10 +482,16 @@ def report_lines(groups) -> list[str]:
         if not fid or not fid.get("study_code"):
             continue  # a row of no study (a sweep without a study preset): nothing to compare with
         deps = fid.get("departures") or []
-        what = ", ".join(f"{d['setting']} ({'; '.join(d['code'][:2])})" for d in deps) or "none"
+        what = ", ".join(f"{d['setting']}{'*' if d.get('paper') else ''} ({d['code'][0]})" for d in deps) or "none"
+        mine = ", ".join(f"{k}={v}" for k, v in (fid.get("overridden") or {}).items())
         lines.append(f"- {g.dataset} {g.label}: fidelity {fid['mode']}"
                      + (f", following {fid['study_code']}" if fid.get("study_code") else "")
-                     + f"; {'settings from the code' if fid['mode'] == 'exact' else 'differs from the code in'}: {what}")
+                     + f"; {'settings from the code' if fid['mode'] == 'exact' else 'differs from the code in'}: {what}"
+                     + (f"; set over the code's: {mine}" if mine else ""))
+    if lines:
+        lines.append("")
+        lines.append("(* the code departs from the paper's text there; the record's `fidelity` has each setting's "
+                     "code locations and departure)")
     return (["## Fidelity", ""] + lines + [""]) if lines else []
 
 

@@ -189,7 +189,7 @@ Headline metric on test at the largest label budget: mean ± std over seeds [boo
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <p>Backbone ranking (mean rank over datasets): {rank_txt}</p>
 {"".join(f"<p>Duplicates in the data: {e(n)}</p>" for n in dup_notes)}
-{"<h2>Fidelity</h2>" + "".join(f"<p>{e(n[2:])}</p>" for n in fidelity) if fidelity else ""}
+{"<h2>Fidelity</h2>" + "".join(f"<p>{e(n.removeprefix('- '))}</p>" for n in fidelity if n) if fidelity else ""}
 <h2>Figures</h2>{imgs}
 </body></html>
 """
