@@ -17,7 +17,6 @@ from pathlib import Path
 
 from medfm.config import ReportConfig
 from medfm.errors import MedfmError
-from medfm.fidelity import report_lines as fidelity_lines
 from medfm.report import figures
 from medfm.identity import NOT_IN_OLD_ROWS, flat_identity, identity_of
 from medfm.report.aggregate import Group, backbone_ranks, group_rows, leaderboard
@@ -134,9 +133,11 @@ def run_report(cfg: ReportConfig) -> dict:
           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(_row(g)) + " |" for g in board]
     md += ["", "Backbone ranking (mean rank over datasets): " + ", ".join(f"{b} {r:.2f}" for b, r in ranks.items()), ""]
+    from medfm.fidelity import report_lines  # issue 17: per row group, the fidelity it ran and its departures
+
+    md += report_lines(board)
     dup_notes = duplicate_notes(records)
     md += [f"Duplicates in the data: {n}" for n in dup_notes] + ([""] if dup_notes else [])
-    md += fidelity_lines(board)  # issue 17: per row group, the fidelity it ran and its departures
     (out / "leaderboard.md").write_text("\n".join(md) + "\n")
 
     with open(out / "results.csv", "w", newline="") as f:
@@ -148,8 +149,7 @@ def run_report(cfg: ReportConfig) -> dict:
             w.writerow([g.label, *ident, g.key, len(g.rows), " ".join(map(str, g.seeds)), g.mean, g.std,
                         g.ci[0] if g.ci else "", g.ci[1] if g.ci else ""])
 
-    (out / "report.html").write_text(_html(board, groups, figs, ranks, store.path, len(records), dup_notes,
-                                           fidelity_lines(board)[2:-1]))
+    (out / "report.html").write_text(_html(board, groups, figs, ranks, store.path, len(records), dup_notes))
     result = {"out": str(out), "html": str(out / "report.html"), "markdown": str(out / "leaderboard.md"),
               "csv": str(out / "results.csv"), "figures": [str(p) for p in paths], "rows": len(records),
               "groups": len(groups)}
@@ -168,7 +168,7 @@ def duplicate_notes(records: list[dict]) -> list[str]:
     return [f"{ds}: {note}" for ds, note in sorted(seen.items())]
 
 
-def _html(board, groups, figs, ranks, store_path, n_rows, dup_notes=(), fidelity=()) -> str:
+def _html(board, groups, figs, ranks, store_path, n_rows, dup_notes=()) -> str:
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in _row(g)) + "</tr>" for g in board)
@@ -189,7 +189,6 @@ Headline metric on test at the largest label budget: mean ± std over seeds [boo
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <p>Backbone ranking (mean rank over datasets): {rank_txt}</p>
 {"".join(f"<p>Duplicates in the data: {e(n)}</p>" for n in dup_notes)}
-{"<h2>Fidelity</h2>" + "".join(f"<p>{e(n.removeprefix('- '))}</p>" for n in fidelity if n) if fidelity else ""}
 <h2>Figures</h2>{imgs}
 </body></html>
 """
