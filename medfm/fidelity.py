@@ -136,12 +136,17 @@ def base_name(dataset: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 S1_GREY = ("chexpert", "ddsm")  # img_channels = 1 (defaults/datasets.py:L18, L98)
 S1_WARMUP_EPOCHS = ("aptos2019", "ddsm")  # classification.py:L104-106
-S1_FEATURE = (("dinov2", "CLS token after the final norm (x_norm_clstoken)", "defaults/models.py:L364-377"),
-              ("mae", "mean of the patch tokens, CLS excluded", "defaults/models.py:L313-323"),
-              ("aimv2", "mean of last_hidden_state", "defaults/models.py:L327-337"),
-              ("coca", "the attention-pooled token", "defaults/models.py:L339-345"),
-              ("sam2", "mean of vision_features", "defaults/models.py:L349-362"),
-              ("openclip", "the projected image embedding", "defaults/models.py:L404-413"))
+# the linear head's input in the code, and the medfm --feature that is the same (each is also medfm's default)
+S1_FEATURE = (("dinov2", "cls", "CLS token after the final norm (x_norm_clstoken)", "defaults/models.py:L364-377"),
+              ("mae", "mean", "mean of the patch tokens, CLS excluded", "defaults/models.py:L313-323"),
+              ("aimv2", "mean", "mean of last_hidden_state", "defaults/models.py:L327-337"),
+              ("coca", "pooled", "the attention-pooled token", "defaults/models.py:L339-345"),
+              ("sam2", "mean", "mean of vision_features", "defaults/models.py:L349-362"),
+              ("openclip", "pooled", "the projected image embedding", "defaults/models.py:L404-413"))
+
+
+def _s1_feature(row: Row) -> dict:
+    return next(({"feature": f} for prefix, f, _, _ in S1_FEATURE if row.backbone.startswith(prefix)), {})
 YMODEL_FREEZE = ("defaults/models.py:L571", "defaults/models.py:L588-591", "defaults/models.py:L827",
                  "defaults/models.py:L843-846", "defaults/bases.py:L319-322", "defaults/models.py:L284-289")
 
@@ -318,12 +323,11 @@ STUDY1 = StudyCode(
                       "defaults/trainer.py:L108-123"),
                 note="the code's mixed precision is fp16 with a GradScaler; medfm's amp is bf16 autocast"),
         Setting("linear_feature", "linear head's input",
-                exact={}, exact_text="; ".join(f"{b}: {w}" for b, w, _ in S1_FEATURE),
-                fast_text="each backbone's default feature",
-                code=tuple(c for _, _, c in S1_FEATURE),
+                exact=_s1_feature, exact_text="; ".join(f"{b}: feature={f} ({w})" for b, f, w, _ in S1_FEATURE),
+                fast_text="; ".join(f"{b}: feature={f} ({w})" for b, f, w, _ in S1_FEATURE),
+                code=tuple(c for _, _, _, c in S1_FEATURE),
                 when=lambda r: r.head == "linear",
-                note="not mapped to --feature yet: the backbones' default features were not checked against this "
-                     "list"),
+                note="the same kinds as medfm's defaults for these backbones; exact sets them explicitly"),
         Setting("drop_cutoff", "features from an intermediate block",
                 exact={}, exact_text="drop_cutoff from foundation_params.partial.drop_cutoff (none in the presets)",
                 fast_text="the last block",
