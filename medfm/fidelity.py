@@ -328,6 +328,15 @@ STUDY1 = StudyCode(
                 code=tuple(c for _, _, _, c in S1_FEATURE),
                 when=lambda r: r.head == "linear",
                 note="the same kinds as medfm's defaults for these backbones; exact sets them explicitly"),
+        Setting("not_runnable", "rows the published code cannot run",
+                exact={}, exact_text="VMamba: no model branch (NotImplementedError); AIMv2 / CoCa partial unfreezing: "
+                                     "their branches set no self.blocks (AttributeError): exact runs medfm's version",
+                fast_text="medfm's version",
+                code=("classification.py:L138-139", "defaults/models.py:L253-277", "defaults/models.py:L91-136",
+                      "defaults/models.py:L435-440"),
+                when=lambda r: r.backbone.startswith("vmamba") or (r.backbone.startswith(("aimv2", "coca"))
+                                                                   and r.unfreeze not in (0, "all", -1, None)),
+                note="issue 17 point 9: these rows of the study cannot come from its code as published"),
         Setting("drop_cutoff", "features from an intermediate block",
                 exact={}, exact_text="drop_cutoff from foundation_params.partial.drop_cutoff (none in the presets)",
                 fast_text="the last block",
