@@ -112,8 +112,8 @@ def load_aptos_study1(ctx: LoadContext) -> Dataset:
 
     ``train_1.csv`` is the training part of a re-split Kaggle mirror of APTOS 2019 (2,930 of the
     3,662 competition images), not the competition's ``train.csv``. The code's image folder
-    ``'train_images\\train_images'`` (L273) holds a tab (``\\t``), so the code as published cannot find
-    an image on any system; this reads ``train_images/train_images/`` (the mirror's layout), or
+    ``'train_images\\train_images'`` (L273) holds a tab (``\\t``), so the code as published cannot open
+    the mirror's images; this reads ``train_images/train_images/`` (the mirror's layout), or
     ``train_images/`` when there is no nested folder.
     """
     root = ctx.path.parent
