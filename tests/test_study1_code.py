@@ -297,3 +297,36 @@ def test_one_vs_one_auc_matches_sklearn_and_the_code_falls_back_to_0_5():
     assert {"roc_auc", "roc_auc_ovo", "roc_auc_study1", "recall_macro"} <= set(out)
     pred = p.argmax(1)
     assert out["recall_macro"] == pytest.approx(skm.recall_score(y, pred, average="macro", zero_division=0))
+
+
+# -- study 3 (GuanghuiFU/medical_dino_eval): chest_xray_pneumonia:study3_code ----------------------------------
+
+def ref_study3(root):
+    """utils.py:L251-276 with train_model.py:L4-5 (torch.manual_seed(1), random.seed(1)) and inference_biu.py:L15-20."""
+    import torch
+
+    def biu(split):
+        random.seed(1)
+        images = []
+        for path, label in ((os.path.join(root, split, "NORMAL"), 0), (os.path.join(root, split, "PNEUMONIA"), 1)):
+            images.extend([(os.path.join(path, img), label) for img in os.listdir(path)])
+        random.shuffle(images)
+        return images
+
+    images = biu("train")
+    torch.manual_seed(1)
+    train_size = int(0.8 * len(images))
+    train, val = torch.utils.data.random_split(images, [train_size, len(images) - train_size])
+    return {"train": [images[i] for i in train.indices], "val": [images[i] for i in val.indices], "test": biu("test")}
+
+
+def test_study3_chest_xray_split_is_the_codes_shuffle_and_random_split(tmp_path):
+    d = tmp_path / "chest_xray"
+    for split, n in (("train", 23), ("test", 9), ("val", 2)):
+        for k in range(n):
+            cls = "PNEUMONIA" if k % 3 else "NORMAL"
+            write_png(d / split / cls / f"person{k}_{split}.jpeg", 6000 + 100 * len(split) + k, mode="L")
+    ds = create_dataset("chest_xray_pneumonia:study3_code", data_root=tmp_path)
+    assert medfm_lists(ds, d) == ref_study3(str(d))
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [18, 5, 9]  # the official val/ is not read
+    assert ds.headline_metric == "accuracy" and ds.identity["split"]["policy"] == "study3_code"

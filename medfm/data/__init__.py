@@ -21,7 +21,7 @@ from medfm.data.duplicates import POLICIES, REGISTRY_DEFAULT, USER_DEFAULT, summ
 from medfm.data.manifest import build_dataset, folder_rows, read_csv_rows, read_manifest
 from medfm.data.medmnist import read_medmnist
 from medfm.data.splits import split_table
-from medfm.data import study1  # noqa: F401 - registers study 1's loaders in LAYOUTS
+from medfm.data import study1, study3  # noqa: F401 - register the studies' own loaders in LAYOUTS
 from medfm.data.studies import LAYOUTS, LoadContext
 from medfm.data.zoo import DATASETS, DatasetEntry, Protocol
 from medfm.errors import MedfmError

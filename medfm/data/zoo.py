@@ -152,7 +152,10 @@ study("ichallenge_amd", "folder", "ichallenge_amd/Training400", "binary", ("AMD"
       [P("stratified", "stratified 70/15/15, --split-seed")])
 study("chest_xray_pneumonia", "split_folders", "chest_xray", "binary", ("NORMAL", "PNEUMONIA"), "roc_auc", "chest x-ray",
       "CC BY 4.0", "Kermany pediatric CXR: chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (study 3)",
-      [P("official", "official train/val/test folders (val carved from train if absent)")],
+      [P("official", "official train/val/test folders (val carved from train if absent)"),
+       P("study3_code", "study 3's code: train/ in os.listdir order, random.Random(1).shuffle, random_split 80/20 by "
+         "torch.randperm seed 1 (utils.py:L251-276, train_model.py:L4-5); test/ as test; val/ unused; headline accuracy",
+         reader="study3_folders", headline_metric="accuracy", fixed=True)],
       overlaps_with=("pneumoniamnist", "kermany_cxr_224"))
 study("brats_glioma", "nifti_slices", "brats", "binary", ("HGG", "LGG"), "roc_auc", "brain MRI", "BraTS data use terms",
       "glioma grading from BraTS-style <grade>/<subject>/<subject>_{t1,t2,flair,seg}.nii.gz, 2-D axial slices",
