@@ -212,6 +212,9 @@ def test_aptos_and_isic_lists_are_the_codes_random_42_shuffle(tmp_path):
     assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [47 - 14, 7, 7]  # int(47 * 0.3) = 14, halved
     assert ds.headline_metric == "quadratic_kappa" and ds.identity["split"]["policy"] == "study1_code"
     assert ds.identity["protocol"] == "study1_code"
+    (d / "train_1.csv").rename(d / "train.csv")  # the competition's file name: not what the code reads
+    with pytest.raises(MedfmError, match="train_1.csv not found"):
+        create_dataset("aptos2019:study1_code", data_root=tmp_path)
 
     d = isic_tree(tmp_path)
     ds = create_dataset("isic2019:study1_code", data_root=tmp_path)
