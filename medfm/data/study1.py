@@ -110,8 +110,8 @@ def _shuffled_rows(ctx: LoadContext, root: Path, items: list[tuple[str, str, int
 def load_aptos_study1(ctx: LoadContext) -> Dataset:
     """APTOS as the code reads it: ``train_1.csv`` (L270), 70 / 15 / 15 of shuffled row numbers (L278-282).
 
-    ``train_1.csv`` is the training part of a re-split Kaggle mirror of APTOS 2019 (2,930 of the
-    3,662 competition images), not the competition's ``train.csv``. The code's image folder
+    ``train_1.csv`` is not the competition's ``train.csv`` (3,662 rows): most likely the training part
+    of a re-split Kaggle mirror of APTOS 2019, whose zips unpack to ``train_images/train_images/``. The code's image folder
     ``'train_images\\train_images'`` (L273) holds a tab (``\\t``), so the code as published cannot open
     the mirror's images; this reads ``train_images/train_images/`` (the mirror's layout), or
     ``train_images/`` when there is no nested folder.
