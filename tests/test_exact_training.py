@@ -27,6 +27,8 @@ class Study1LinearWarmup(torch.optim.lr_scheduler.LRScheduler):
     def __init__(self, optimizer, max_lr, warmup_iters=0, warmup_epochs=0, eta_min=1e-8, steps_per_epoch=None):
         if warmup_epochs:
             warmup_iters = steps_per_epoch * warmup_epochs
+        if not warmup_iters:  # neither set (every dataset but APTOS/DDSM/ISIC/CheXpert, classification.py:L103-112)
+            warmup_iters = 1
         self.warmup_iters, self.eta_min, self.max_lr = warmup_iters, eta_min, max_lr
         for group in optimizer.param_groups:
             group["lr"] = eta_min
@@ -88,14 +90,20 @@ def test_constant_schedule_is_study1_linear_warmup_step_for_step():
     assert rates[0] == pytest.approx(1e-6 + (2e-4 - 1e-6) / 5) and rates[4] == pytest.approx(2e-4)
     assert rates[20] == pytest.approx(2e-4 * 0.5 * (1 + math.cos(math.pi * 15 / 45)))
     assert lr_at("constant", 0, 3e-4, 1e-8, 0, 10) == lr_at("constant", 9, 3e-4, 1e-8, 0, 10) == 3e-4
+    # the code without any warm-up falls back to one step: lr, then 2 lr - 1e-8 (medfm: --warmup-steps 1)
+    ref = study1_rates(4, 1e-4)
+    assert ref == pytest.approx([1e-4, 2e-4 - 1e-8, 2e-4 - 1e-8, 2e-4 - 1e-8], rel=1e-9)
+    assert [lr_at("constant", s, 1e-4, 1e-8, 1, 4) for s in range(4)] == pytest.approx(ref, rel=1e-9)
 
 
 def test_study1_no_decay_rule_decays_the_deit_tokens():
     """study 1's get_params_groups (defaults/wrappers.py:L235-251): no decay iff name ends in .bias or 1-D."""
+    from medfm.finetune import FinetuneConfig
     from medfm.finetune.model import exempt_from_decay
-    from medfm.heads.deit import DeiTHead
+    from medfm.heads import HEADS
 
-    head = DeiTHead(16, 2, depth=1)
+    cfg = FinetuneConfig(backbone="x", dataset="y", head="deit", head_depth=1, deit_weights=_deit_random())
+    head = HEADS.get("deit").build_module(16, 2, cfg, 4)
     params = dict(head.named_parameters())
     study = {n for n, p in params.items() if exempt_from_decay(n, p, "biases_norms")}
     assert study == {n for n, p in params.items() if n.endswith(".bias") or len(p.shape) == 1}
@@ -231,6 +239,9 @@ def test_init_from_round_trip_and_identity(pneu_subset, mobilenet_weights, tmp_p
         three, _ = build_model(cfg.model_copy(update={"init_from": None}), spec, HEADS.get("linear"), 3)
         with pytest.raises(MedfmError, match="init-from-parts backbone"):
             load_init(three, cfg.init_from, "all")
+        torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "not-weights.pt")
+        with pytest.raises(MedfmError, match="holds no state_dict of named tensors"):
+            load_init(three, str(tmp_path / "not-weights.pt"))
         b = run_finetune(cfg)
     plain = FinetuneConfig(**{**cfg.model_dump(), "init_from": None})
     assert b["identity"]["finetune"]["init_from"] == {"path": str((tmp_path / "a" / "model.pt").resolve()),

@@ -45,8 +45,10 @@ def lr_at(schedule: str, step: int, peak: float, start: float, warmup: int, tota
       ``<= warmup``, so step s uses ``start + (peak - start) * min(s + 1, warmup + 1) / warmup``: the rate
       reaches ``peak`` at step ``warmup - 1`` and holds ``peak + (peak - start) / warmup`` from step
       ``warmup`` on (the code's off-by-one, kept). No cap on ``warmup``: a warm-up longer than the run
-      never finishes, as in the code. ``warmup = 0`` holds ``peak`` from the first step (the code would
-      set 1 and double the rate: not followed; no study setting has 0).
+      never finishes, as in the code. ``warmup = 0`` holds ``peak`` from the first step. The code has no
+      such case: with neither warm-up set (``update_warmup``, ``classification.py:L103-112``, leaves both 0
+      for every dataset but APTOS/DDSM/ISIC/CheXpert) it sets ``warmup_iters = 1``, i.e. ``peak`` at step 0
+      and ``2 * peak - start`` after it; that is ``warmup = 1`` here.
     """
     if schedule == "constant":
         if not warmup:

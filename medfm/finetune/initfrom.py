@@ -15,6 +15,7 @@ file's path and sha256 are part of the run's identity and key, so a different fi
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +31,8 @@ def init_identity(path: str) -> dict:
     p = Path(path).expanduser()
     if not p.is_file():
         raise MedfmError(f"--init-from {path} not found", FIX)
+    if not zipfile.is_zipfile(p):  # torch.save's format: refused here, before any model is built (sweeps check keys first)
+        raise MedfmError(f"--init-from {path} is not a readable medfm checkpoint (not a torch.save file)", FIX)
     st = p.stat()
     return {"path": str(p.resolve()), "sha256": _sha256(str(p.resolve()), st.st_size, st.st_mtime_ns)}
 
