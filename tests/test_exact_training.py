@@ -250,6 +250,19 @@ def test_init_from_round_trip_and_identity(pneu_subset, mobilenet_weights, tmp_p
     assert b["run_key"] != finetune_run_key(plain)
 
 
+def test_new_options_at_their_defaults_leave_run_keys_as_they_were():
+    """A fine-tune that sets none of these options has the key and identity it had before they existed."""
+    from medfm.finetune import FinetuneConfig
+    from medfm.finetune.runner import ADDED_AT_DEFAULT, identity_settings
+
+    plain = FinetuneConfig(backbone="mobilenetv2", dataset="busi")
+    assert {k: getattr(plain, k) for k in ADDED_AT_DEFAULT} == ADDED_AT_DEFAULT
+    assert not set(identity_settings(plain)) & set(ADDED_AT_DEFAULT)
+    assert set(plain.to_dict()) - set(identity_settings(plain)) == set(ADDED_AT_DEFAULT)
+    exact = identity_settings(plain.model_copy(update={"schedule": "constant", "warmup_start_lr": 1e-8}))
+    assert exact["schedule"] == "constant" and exact["warmup_start_lr"] == 1e-8 and "drop_last" not in exact
+
+
 def test_init_from_a_wrong_file_is_one_error_line(cli, pneu_subset, mobilenet_weights, tmp_path):
     line = cli.error("finetune", "--backbone", "mobilenetv2", "--weights", mobilenet_weights, "--dataset", pneu_subset,
                      "--img-size", 32, "--epochs", 1, "--init-from", pneu_subset, "--out", tmp_path / "bad")

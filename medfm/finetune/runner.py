@@ -51,9 +51,17 @@ def finetune_inputs(cfg: FinetuneConfig):
                                      backbones_file=cfg.backbones_file)
 
 
+# study 1's training options (issue 17), left out of a run's key and identity while at these defaults, so
+# fine-tunes made before the options existed keep their keys (a sweep still finds them done) and their
+# report groups (as a backbone identity leaves out layers=1)
+ADDED_AT_DEFAULT = {"schedule": "cosine", "warmup_start_lr": 0.0, "warmup_epochs": None, "no_decay": "biases_norms_tokens",
+                    "drop_last": False, "backbone_eval": False, "init_from": None, "init_from_parts": "all"}
+
+
 def identity_settings(cfg: FinetuneConfig) -> dict:
-    """The config as the run's identity holds it: ``init_from`` becomes the file's path and sha256."""
-    settings = cfg.to_dict()
+    """The config as the run's identity holds it: ``init_from`` becomes the file's path and sha256; the
+    options of ``ADDED_AT_DEFAULT`` appear only when set to something else."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ADDED_AT_DEFAULT or v != ADDED_AT_DEFAULT[k]}
     if cfg.init_from is not None:
         settings["init_from"] = init_identity(cfg.init_from)
     return settings
