@@ -106,7 +106,8 @@ def test_deit_probe_gets_no_gradient_from_ignored_entries(real, head_outputs):
     tokens, y = real["tokens"][:N_TRAIN], real["y"][:N_TRAIN]
     DeiTHead._watch = True
     try:
-        cfg = ProbeConfig(cache="-", head="deit", head_depth=1, epochs=1, head_batch_size=32, class_weight=True)
+        cfg = ProbeConfig(cache="-", head="deit", head_depth=1, deit_weights="random", epochs=1, head_batch_size=32,
+                          class_weight=True)
         probe = HEADS.get("deit").build_probe(cfg, "multilabel", "roc_auc", "cpu")
         probe.fit(tokens, y, real["tokens"][N_TRAIN:], real["y"][N_TRAIN:], num_classes=3)
     finally:

@@ -31,6 +31,7 @@ from medfm.finetune.engine import predict, train_epoch, warmup_cosine
 from medfm.finetune.model import FinetuneModel, param_groups
 from medfm.heads import HEADS
 from medfm.metrics import compute_metrics
+from medfm.heads.deit_weights import with_deit_identity
 from medfm.identity import finetune_identity, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import class_weights, label_budget, rows_sha256
@@ -56,7 +57,7 @@ def finetune_run_key(cfg: FinetuneConfig, inputs=None) -> str:
     (``medfm sweep`` resolves them once per dataset x backbone and checks every row's key before training)."""
     dataset, spec = inputs or finetune_inputs(cfg)
     identity = {"kind": "finetune", "dataset": dataset.identity, "backbone": spec.identity(), "metric": dataset.headline_metric,
-                "settings": {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}}
+                "settings": {k: v for k, v in with_deit_identity(cfg.to_dict()).items() if k not in NOT_IDENTITY}}
     return run_key(identity)
 
 
@@ -259,7 +260,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "out": str(out),
         "run_key": key,
     }
-    with_identity(record, finetune_identity(cfg.to_dict(), dataset.name, dataset.identity, spec.identity(), metric, unfreeze,
+    with_identity(record, finetune_identity(with_deit_identity(cfg.to_dict()), dataset.name, dataset.identity, spec.identity(), metric, unfreeze,
                                             n_blocks, head_spec.reads == "tokens"))
     full = model_state(wrapped, model) if cfg.save_model else None  # collective under FSDP
     if d.is_main:
