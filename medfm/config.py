@@ -199,6 +199,13 @@ class _BackboneDatasetConfig(_Config):
                                 le=MAX_IMG_SIZE)
     feature: str | None = _opt(None, "pooled feature kind: cls, mean, cls+mean, pooled, trunk "
                                      "[the backbone's (the studies') default; `medfm backbones --features`]")
+    # issue 17 (study 1's code): features from an intermediate block; CoCa's attention-pooler tokens
+    drop_cutoff: int | None = _opt(None, "features from block N (0-based; study 1's partial.drop_cutoff): the blocks "
+                                         "after it never run, a ViT's final norm is applied to block N's output "
+                                         "[none: the whole model]", ge=0)
+    tokens_from: Literal["patch", "attn_pool"] = _opt("patch", "tokens attention heads read: patch (the backbone's "
+                                                               "patch tokens) or attn_pool (CoCa: pooled token + the "
+                                                               "attention pooler's 255 outputs, as study 1)")
     split_seed: int = _split_seed_opt()
     grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeat (to RGB) or red (the stem's red-channel "
                                                     "filter only, as study 1's 1-channel stem)")

@@ -109,6 +109,10 @@ class BaseLoader:
     def blocks(self, net: nn.Module, entry: BackboneEntry) -> list[nn.Module]:
         return resolve_blocks(net, entry.blocks or self.default_blocks)
 
+    def attn_pool_tokens(self, entry: BackboneEntry) -> bool:
+        """Whether the model has an attention pooler whose outputs ``--tokens-from attn_pool`` can read (CoCa)."""
+        return False
+
     def block_layout(self, entry: BackboneEntry) -> str:
         return entry.block_layout or ("nld" if entry.arch == "vit" else "nchw")
 

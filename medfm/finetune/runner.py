@@ -40,15 +40,18 @@ from medfm.ui import console, progress
 # settings that do not change what a run computes (where it writes, how it is launched)
 # (grey is in the backbone identity's preprocessing instead, so keys of runs made before it existed stay valid)
 NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model", "grey",
-                "backbones_file")  # where the user's entry was read; the entry itself is in the backbone identity
+                "backbones_file",  # where the user's entry was read; the entry itself is in the backbone identity
+                "drop_cutoff", "tokens_from")  # in the backbone identity when set, so earlier keys stay valid
 
 
 def finetune_inputs(cfg: FinetuneConfig):
     """The dataset and resolved backbone spec a fine-tune reads (no model built, nothing trained)."""
     dataset = create_dataset(cfg.dataset, cfg.data_root, metric=cfg.metric, **dataset_options(cfg))
     check_grey_mode(cfg.grey, dataset)
+    reads_tokens = HEADS.get(cfg.head).reads == "tokens"  # --tokens-from matters only to a head that reads tokens
     return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
-                                     backbones_file=cfg.backbones_file)
+                                     backbones_file=cfg.backbones_file, drop_cutoff=cfg.drop_cutoff,
+                                     tokens_from=cfg.tokens_from if reads_tokens else "patch")
 
 
 def finetune_run_key(cfg: FinetuneConfig, inputs=None) -> str:
