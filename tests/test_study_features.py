@@ -133,3 +133,15 @@ def test_coca_attn_pool_feeds_the_deit_head_in_extract_and_finetune(coca, pneu_s
         logits = model(x)
         _, tokens = coca.embed(x, with_tokens=True)
     assert logits.shape == (2, 2) and torch.equal(seen[0], tokens) and tokens.shape[1] == 256
+
+
+def test_seem_drop_cutoff_reads_the_stage_through_its_own_norm_as_study_1():
+    """Study 1's focal branch reads SEEM's ``res{c+2}``: stage c's output through ``norm{c}``, mean over H x W."""
+    bb = create_backbone("seem_focalt", weights="random", img_size=64, drop_cutoff=1)
+    net = bb.net
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        mean, _ = bb.embed(x)
+        h = net.layers[1](net.layers[0].downsample(net.layers[0](net.patch_embed(x))))
+        expected = net.norm1(h.permute(0, 2, 3, 1)).mean(dim=(1, 2))
+    torch.testing.assert_close(mean, expected, rtol=0, atol=0)

@@ -146,7 +146,7 @@ class Backbone:
         try:
             self.tokens(x)
         except _StopForward as stop:
-            return self._loader.block_tokens(self.net, self.spec.entry, stop.output)
+            return self._loader.cutoff_tokens(self.net, self.spec.entry, stop.output, self.spec.drop_cutoff)
         finally:
             handle.remove()
         raise MedfmError(f"block {self.spec.drop_cutoff} of {self.spec.entry.name} never ran in its forward pass",

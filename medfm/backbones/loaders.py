@@ -123,6 +123,10 @@ class BaseLoader:
         norm = getattr(net, "norm", None)
         return norm if isinstance(norm, nn.LayerNorm) else None
 
+    def cutoff_tokens(self, net: nn.Module, entry: BackboneEntry, out, index: int) -> TokenOutput:
+        """Block ``index``'s output as the features of ``--drop-cutoff index``: read as ``--layers`` reads a block."""
+        return self.block_tokens(net, entry, out)
+
     def block_tokens(self, net: nn.Module, entry: BackboneEntry, out) -> TokenOutput:
         layout = self.block_layout(entry)
         norm = self.final_norm(net) if layout == "nld" else None
