@@ -32,6 +32,7 @@ from medfm.finetune.initfrom import init_identity, load_init
 from medfm.finetune.model import FinetuneModel, param_groups
 from medfm.heads import HEADS
 from medfm.metrics import compute_metrics
+from medfm.heads.deit_weights import with_deit_identity
 from medfm.identity import finetune_identity, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import class_weights, label_budget, rows_sha256
@@ -40,15 +41,18 @@ from medfm.ui import console, progress
 # settings that do not change what a run computes (where it writes, how it is launched)
 # (grey is in the backbone identity's preprocessing instead, so keys of runs made before it existed stay valid)
 NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model", "grey",
-                "backbones_file")  # where the user's entry was read; the entry itself is in the backbone identity
+                "backbones_file",  # where the user's entry was read; the entry itself is in the backbone identity
+                "drop_cutoff", "tokens_from")  # in the backbone identity when set, so earlier keys stay valid
 
 
 def finetune_inputs(cfg: FinetuneConfig):
     """The dataset and resolved backbone spec a fine-tune reads (no model built, nothing trained)."""
     dataset = create_dataset(cfg.dataset, cfg.data_root, metric=cfg.metric, **dataset_options(cfg))
     check_grey_mode(cfg.grey, dataset)
+    reads_tokens = HEADS.get(cfg.head).reads == "tokens"  # --tokens-from matters only to a head that reads tokens
     return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
-                                     backbones_file=cfg.backbones_file)
+                                     backbones_file=cfg.backbones_file, drop_cutoff=cfg.drop_cutoff,
+                                     tokens_from=cfg.tokens_from if reads_tokens else "patch")
 
 
 # study 1's training options (issue 17), left out of a run's key and identity while at these defaults, so
@@ -64,7 +68,7 @@ def identity_settings(cfg: FinetuneConfig) -> dict:
     settings = {k: v for k, v in cfg.to_dict().items() if k not in ADDED_AT_DEFAULT or v != ADDED_AT_DEFAULT[k]}
     if cfg.init_from is not None:
         settings["init_from"] = init_identity(cfg.init_from)
-    return settings
+    return with_deit_identity(settings)
 
 
 def finetune_run_key(cfg: FinetuneConfig, inputs=None) -> str:
