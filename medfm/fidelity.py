@@ -173,8 +173,8 @@ STUDY1 = StudyCode(
                 code=("defaults/models.py:L255-257", "utils/transformers/deit.py:L342-348",
                       "utils/transformers/transformers_utils.py:L57", "params.json:model_params.pretrained"),
                 when=lambda r: r.head == "deit",
-                note="the same in both fidelities once deit_weights defaults to ImageNet DeiT-B (deitbits); before "
-                     "that, today's probe and fine-tune start the head from random init"),
+                note="the same in both fidelities: deit_weights' default (issue 17); offline without the file medfm "
+                     "stops with one line (--deit-weights PATH, or random)"),
         Setting("deit_frozen", "'unfrozen' rows with the DeiT head",
                 exact={}, exact_text="unfreeze=0: no backbone block trains",
                 fast_text="unfreeze=N (the preset's depth, 'all'): the backbone trains",
