@@ -1,0 +1,170 @@
+"""Resize policies: how an image becomes the model's square input, one registry for every backbone.
+
+A policy is geometry only (resize, centre crop, pad); normalisation comes from the backbone's
+``data_config`` (its mean/std, or with ``--norm dataset`` the train split's, see ``medfm.backbones.norm``).
+``--resize`` picks one for any backbone:
+
+- ``crop`` (default, today's): the backbone's own eval transform (timm ``create_transform`` /
+  open_clip ``image_transform``: shorter side to ``img_size / crop_pct``, centre crop). For the SAM
+  family "its own" is the authors' longest-side-and-pad or squash, which are registered here as
+  policies too (``sam_family_policy`` picks one from the ``data_config``), so those models run
+  through the same ``PolicyTransform`` as ``squash`` and ``pad``.
+- ``squash`` (study 1): ``Resize((S, S))`` ignoring the aspect ratio, then ``CenterCrop(img_size)``.
+- ``pad`` (MedMNIST+): the original pixels, unscaled, centred on a black canvas of the input size
+  (black in pixel space, before normalisation); an image larger than the input is first downscaled
+  on its longest side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medfm.registry import Registry
+
+MINMAX = "minmax"  # data_config["normalize"]: (x - min) / (max - min) over the whole image, not mean/std
+SQUASH_RATIO = 256 / 224  # study 1: Resize 256 -> CenterCrop 224 (params.json)
+
+
+@dataclass(frozen=True)
+class ResizePolicy:
+    """Declarative geometry: resize (both sides, or the longest side), optional centre crop, optional pad."""
+
+    summary: str  # recorded in the cache fingerprint and the run identity
+    source: str  # where the recipe comes from (code location)
+    own: bool = False  # the backbone's own eval transform (timm / open_clip), not built here
+    fit: str = "both"  # "both": both sides to the target (aspect ignored); "longest": longest side to the target
+    target: str = "input"  # "input": the model's img_size; "resize_size": --resize-size S (squash)
+    upscale: bool = True  # "longest": enlarge an image smaller than the target too (False: only shrink)
+    centre_crop: bool = False  # crop the centre img_size x img_size after the resize
+    pad: str | None = None  # "centre" or "bottom_right": where the image sits on the img_size canvas
+    pad_in: str = "pixels"  # "pixels": black before normalising; "normalised": zeros after (SAM)
+    interpolation: str | None = None  # None: the backbone's; else fixed by the recipe
+
+    def identity(self, name: str, img_size: int, resize_size: int | None, interpolation: str) -> dict:
+        ident = {"policy": name, "summary": self.summary, "img_size": img_size, "interpolation": interpolation}
+        if self.target == "resize_size":
+            ident["resize_size"] = resize_size
+        return ident
+
+
+RESIZE_POLICIES: Registry[ResizePolicy] = Registry("resize policy", "medfm extract --help")
+RESIZE_POLICIES.add("crop", ResizePolicy(
+    own=True, summary="the backbone's own eval transform: shorter side to img_size / crop_pct, centre crop",
+    source="timm.data.create_transform(is_training=False); open_clip.image_transform(is_train=False)"))
+RESIZE_POLICIES.add("squash", ResizePolicy(
+    fit="both", target="resize_size", centre_crop=True, interpolation="bilinear",
+    summary="both sides to S (aspect ignored, PIL bilinear), centre crop img_size",
+    source="study 1 @02db977 defaults/bases.py:L66-74 (Resize((256, 256)): torchvision's default bilinear; "
+           "CenterCrop 224; params.json)"))
+RESIZE_POLICIES.add("pad", ResizePolicy(
+    fit="longest", upscale=False, pad="centre", pad_in="pixels",
+    summary="original pixels unscaled (longest side shrunk to img_size only if larger), centred on black",
+    source="MedMNIST+ (Doerrich et al. 2024): images zero-padded to the model's input size, not upsampled"))
+# the SAM family's own preprocessing (what `crop`, "the backbone's own", means for them; sam_preprocess.py)
+RESIZE_POLICIES.add("sam_longest_pad", ResizePolicy(
+    fit="longest", upscale=True, pad="bottom_right", pad_in="normalised",
+    summary="longest side to img_size, zeros padded bottom/right after normalising",
+    source="segment_anything ResizeLongestSide + Sam.preprocess; LiteMedSAM resize_longest_side + pad"))
+RESIZE_POLICIES.add("sam_squash", ResizePolicy(
+    fit="both", summary="both sides to img_size (aspect ignored)", source="MedSAM_Inference.py (cubic resize to 1024)"))
+USER_POLICIES = ("crop", "squash", "pad")  # --resize values; the sam_* ones are what `crop` means for the SAM family
+LONGEST_PAD = "longest_pad"  # data_config["resize_mode"] of SAM / MobileSAM / LiteMedSAM
+
+
+def sam_family_policy(data_config: dict) -> str | None:
+    """The SAM family's own policy (longest side + pad, or MedSAM's min-max squash), else None (timm / open_clip)."""
+    if data_config.get("resize_mode") == LONGEST_PAD:
+        return "sam_longest_pad"
+    return "sam_squash" if data_config.get("normalize") == MINMAX else None
+
+
+def default_resize_size(img_size: int) -> int:
+    return round(img_size * SQUASH_RATIO)
+
+
+def _resize(img: Image.Image, h: int, w: int, interpolation: str) -> Image.Image:
+    if (img.height, img.width) == (h, w):
+        return img
+    if interpolation == "area":  # OpenCV INTER_AREA: area averaging when shrinking, interpolation when enlarging
+        shrink = h <= img.height and w <= img.width
+        return img.resize((w, h), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
+    return img.resize((w, h), Image.Resampling[interpolation.upper()])
+
+
+def _longest_side_shape(h: int, w: int, size: int) -> tuple[int, int]:
+    """SAM's ``ResizeLongestSide.get_preprocess_shape`` (and LiteMedSAM's ``resize_longest_side``)."""
+    scale = size / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+class PolicyTransform:
+    """PIL RGB image -> float ``[3, size, size]``: a policy's geometry, then the backbone's normalisation.
+
+    ``geometry`` (PIL -> PIL, pixel-space padding included) is also what a fine-tune's augmentation
+    starts from, and ``pixels`` (the unnormalised input in [0, 1]) what ``--norm dataset`` averages.
+    """
+
+    def __init__(self, policy: ResizePolicy, size: int, data_config: dict, resize_size: int | None = None):
+        self.policy, self.size = policy, size
+        self.side = (resize_size or default_resize_size(size)) if policy.target == "resize_size" else size
+        self.interpolation = policy.interpolation or str(data_config["interpolation"])
+        self.minmax = data_config.get("normalize") == MINMAX
+        self.mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(data_config["std"], dtype=torch.float32).view(3, 1, 1)
+
+    def _shape(self, h: int, w: int) -> tuple[int, int]:
+        if self.policy.fit == "both":
+            return self.side, self.side
+        if not self.policy.upscale and max(h, w) <= self.side:
+            return h, w
+        return _longest_side_shape(h, w, self.side)
+
+    def _offsets(self, h: int, w: int) -> tuple[int, int]:
+        """(top, left) of the image on the canvas."""
+        return ((self.size - h) // 2, (self.size - w) // 2) if self.policy.pad == "centre" else (0, 0)
+
+    def resized(self, img: Image.Image) -> Image.Image:
+        """The image after resize and centre crop, before any padding."""
+        img = _resize(img, *self._shape(img.height, img.width), self.interpolation)
+        if self.policy.centre_crop:  # torchvision CenterCrop's rounding (study 1 calls it)
+            top, left = int(round((img.height - self.size) / 2.0)), int(round((img.width - self.size) / 2.0))
+            img = img.crop((left, top, left + self.size, top + self.size))
+        return img
+
+    def geometry(self, img: Image.Image) -> Image.Image:
+        """PIL -> PIL: ``resized``, then pasted on a black img_size canvas where the policy pads in pixels."""
+        img = self.resized(img)
+        if self.policy.pad is None or self.policy.pad_in != "pixels":
+            return img
+        canvas = Image.new(img.mode, (self.size, self.size))  # black
+        top, left = self._offsets(img.height, img.width)
+        canvas.paste(img, (left, top))
+        return canvas
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        top, left = self._offsets(h, w)
+        return torch.nn.functional.pad(x, (left, self.size - w - left, top, self.size - h - top))
+
+    def pixels(self, img: Image.Image) -> torch.Tensor:
+        """The unnormalised model input in [0, 1] (any padding as zeros)."""
+        a = np.asarray(self.geometry(img), dtype=np.float32)  # uint8 values, as the SAM authors'
+        x = torch.from_numpy(a.copy()).permute(2, 0, 1) / 255.0
+        return self._pad(x) if self.policy.pad else x
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        a = np.asarray(self.geometry(img), dtype=np.float32)
+        x = torch.from_numpy(a.copy()).permute(2, 0, 1) / 255.0
+        if self.minmax:
+            x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
+        else:
+            x = (x - self.mean) / self.std
+        return self._pad(x) if self.policy.pad else x  # a no-op after pixel-space padding (already img_size)
+
+    def __repr__(self) -> str:
+        norm = "min-max" if self.minmax else "mean/std"
+        return f"PolicyTransform({self.policy.summary}; {self.size} px, {self.interpolation}, {norm})"
