@@ -202,6 +202,16 @@ class _BackboneDatasetConfig(_Config):
     split_seed: int = _split_seed_opt()
     grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeat (to RGB) or red (the stem's red-channel "
                                                     "filter only, as study 1's 1-channel stem)")
+    # preprocessing policy (medfm/backbones/preprocess.py, norm.py; README "Preprocessing policies")
+    resize: Literal["crop", "squash", "pad"] = _opt(
+        "crop", "how an image becomes the input square: crop (the backbone's own: shorter side, centre crop), "
+                "squash (study 1: both sides to --resize-size, centre crop) or pad (MedMNIST+: original pixels "
+                "centred on black, shrunk only if larger)")
+    resize_size: int | None = _opt(None, "squash: the side S before the centre crop [round(img_size * 256 / 224)]",
+                                   ge=16, le=MAX_IMG_SIZE)
+    norm: Literal["backbone", "dataset"] = _opt(
+        "backbone", "normalise with the backbone's mean/std, or the train split's own (per channel, after --resize; "
+                    "one channel with --grey red; computed once and kept beside the caches)")
     duplicates: Duplicates = _duplicates_opt()
     rehash: bool = _rehash_opt()
     allow_missing_class: bool = _allow_missing_class_opt()

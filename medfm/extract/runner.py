@@ -16,6 +16,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import BackboneSpec, check_grey_mode, resolve_backbone
+from medfm.backbones.norm import with_dataset_norm
 from medfm.backbones.names import folder_name
 from medfm.cache.fingerprint import fingerprint
 from medfm.cache.kinds import FEATURES
@@ -32,7 +33,7 @@ from medfm.extract.shard import assign_chunks
 from medfm.extract.transfer import LaggedCopies
 from medfm.extract.tuning import autocast, choose_batch_size, compile_backbone, lay_out, lay_out_batch
 from medfm.paths import cache_root
-from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, reproducible, scale_size
+from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, pixel_choice, scale_size
 from medfm.ui import console, progress
 
 CHUNK_TARGET_BYTES = 32 << 20  # a chunk of rows holds at most about this much (features + tokens) ...
@@ -95,9 +96,12 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float) -> ExtractResult:
     say = console.print if d.is_main else (lambda *args, **kwargs: None)
     dataset = create_dataset(cfg.dataset, cfg.data_root, skip_bad=cfg.skip_bad, **dataset_options(cfg))
-    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers, cfg.grey, cfg.backbones_file)
+    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers, cfg.grey, cfg.backbones_file,
+                            cfg.resize, cfg.resize_size)
     check_grey_mode(cfg.grey, dataset)
-    use = cfg.pixels if (cfg.pixels or reproducible(spec.data_config)) else "none"  # auto: only where it is exact in geometry
+    if cfg.norm == "dataset":  # the train split's mean/std (computed once, kept beside the caches)
+        spec = with_dataset_norm(spec, dataset, say=say)
+    use = pixel_choice(cfg.pixels, spec, say)  # auto: only where it is exact in geometry
     pixels = find_pixel_cache(dataset, scale_size(spec.data_config, spec.img_size), use)
     if pixels is not None:
         say(f"reading pre-decoded pixels from {pixels.path} ({pixels.size} px)")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from medfm.backbones import Backbone, to_rgb
+from medfm.backbones import Backbone, augmentable_geometry, to_rgb
 from medfm.data.base import Split
 from medfm.data.zoo import DATASETS
 from medfm.extract.loader import SplitImages, collate
@@ -70,7 +70,7 @@ def train_transform(backbone: Backbone, aug: Augmentation):
     size = backbone.spec.img_size
     interp = T.InterpolationMode(cfg["interpolation"]) if cfg["interpolation"] in ("bilinear", "bicubic", "nearest") \
         else T.InterpolationMode.BICUBIC
-    steps = [to_rgb]
+    steps = [to_rgb, *augmentable_geometry(backbone.spec)]  # --resize squash/pad: augment what the model sees
     if aug == AUGMENTATIONS.get("none"):
         return backbone.transform  # deterministic: exactly the extract stage's preprocessing
     steps.append(T.RandomResizedCrop(size, scale=(aug.crop_scale, 1.0), interpolation=interp))

@@ -19,6 +19,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import check_grey_mode, resolve_backbone
+from medfm.backbones.norm import with_dataset_norm
 from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
@@ -39,6 +40,7 @@ from medfm.ui import console, progress
 # settings that do not change what a run computes (where it writes, how it is launched)
 # (grey is in the backbone identity's preprocessing instead, so keys of runs made before it existed stay valid)
 NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model", "grey",
+                "resize", "resize_size", "norm",  # in the backbone identity's preprocessing, as grey
                 "backbones_file")  # where the user's entry was read; the entry itself is in the backbone identity
 
 
@@ -46,8 +48,11 @@ def finetune_inputs(cfg: FinetuneConfig):
     """The dataset and resolved backbone spec a fine-tune reads (no model built, nothing trained)."""
     dataset = create_dataset(cfg.dataset, cfg.data_root, metric=cfg.metric, **dataset_options(cfg))
     check_grey_mode(cfg.grey, dataset)
-    return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
-                                     backbones_file=cfg.backbones_file)
+    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
+                            backbones_file=cfg.backbones_file, resize=cfg.resize, resize_size=cfg.resize_size)
+    if cfg.norm == "dataset":  # the train split's mean/std (computed once, kept beside the caches)
+        spec = with_dataset_norm(spec, dataset, say=console.print)
+    return dataset, spec
 
 
 def finetune_run_key(cfg: FinetuneConfig, inputs=None) -> str:
