@@ -379,6 +379,13 @@ class SweepConfig(_Config):
                                     "(dinov2_vits14=56,mobilenetv2=64; others: their default) [each backbone's default]")
     grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeated to RGB, or through the stem's red filter "
                                                     "only (extraction and fine-tunes)")
+    # preprocessing of every extract and fine-tune (medfm/backbones/preprocess.py); unset: the preset's, else the default
+    resize: Literal["crop", "squash", "pad"] | None = _opt(None, "resize policy of every row: crop, squash or pad "
+                                                                 "(`medfm extract --help`) [the preset's, else crop]")
+    resize_size: int | None = _opt(None, "squash side S of every row [the preset's, else round(img_size * 256 / 224)]",
+                                   ge=16, le=MAX_IMG_SIZE)
+    norm: Literal["backbone", "dataset"] | None = _opt(None, "normalisation of every row: backbone or dataset "
+                                                             "[the preset's, else backbone]")
     tokens: bool | None = _opt(None, "store patch tokens [auto: when a head needs them]")
     extract_batch_size: BatchSize = _opt(64, "images per forward pass when extracting, or 'auto' (GPU: largest that fits)")
     duplicates: Duplicates = _duplicates_opt()  # applied to every extract and fine-tune of the sweep

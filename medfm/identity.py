@@ -51,6 +51,12 @@ def _backbone_fields(bb: dict) -> dict:
     }
 
 
+def preprocessing_record(pre: dict) -> dict:
+    """What a run record says about its preprocessing, from a backbone identity's ``preprocessing``."""
+    return {"resize": pre.get("resize", {"policy": "crop"}), "norm": pre.get("norm", "backbone"),
+            "mean": list(pre.get("mean") or []), "std": list(pre.get("std") or []), "channels": pre.get("channels")}
+
+
 def _preprocessing_fields(pre: dict) -> dict:
     """--resize and --norm, present only when not the defaults (crop, backbone): rows made before they
     existed keep their identity. The policy's sizes and the statistics are in the cache fingerprint."""

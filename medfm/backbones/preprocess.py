@@ -168,3 +168,4 @@ class PolicyTransform:
     def __repr__(self) -> str:
         norm = "min-max" if self.minmax else "mean/std"
         return f"PolicyTransform({self.policy.summary}; {self.size} px, {self.interpolation}, {norm})"
+

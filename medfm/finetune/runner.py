@@ -32,7 +32,7 @@ from medfm.finetune.engine import predict, train_epoch, warmup_cosine
 from medfm.finetune.model import FinetuneModel, param_groups
 from medfm.heads import HEADS
 from medfm.metrics import compute_metrics
-from medfm.identity import finetune_identity, with_identity
+from medfm.identity import finetune_identity, preprocessing_record, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import class_weights, label_budget, rows_sha256
 from medfm.ui import console, progress
@@ -233,6 +233,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "weights_sha256": spec.weights.sha256,
         "feature": spec.feature if head_spec.reads == "pooled" else "tokens",
         "img_size": spec.img_size,
+        "preprocessing": preprocessing_record(spec.identity()["preprocessing"]),
         "head": cfg.head,
         "unfreeze": unfreeze,
         "blocks": n_blocks,

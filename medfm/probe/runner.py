@@ -25,7 +25,7 @@ from medfm.metrics import check_metric_for_task, compute_metrics
 from medfm.heads import HEADS
 from medfm.probe.tokens import TokenRows
 from medfm.protocol import bootstrap_ci
-from medfm.identity import probe_identity, with_identity
+from medfm.identity import preprocessing_record, probe_identity, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import label_budget, rows_sha256
 from medfm.ui import console
@@ -124,6 +124,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
         "weights_sha256": bb_meta["weights"]["sha256"],
         "feature": bb_meta["feature"],
         "img_size": bb_meta["preprocessing"]["input_size"][-1],
+        "preprocessing": preprocessing_record(bb_meta["preprocessing"]),
         "head": cfg.head,
         "fraction": cfg.fraction,
         "seed": cfg.seed,
