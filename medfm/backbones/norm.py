@@ -31,6 +31,13 @@ STATS_VERSION = 1
 GEOMETRY_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "resize_mode")
 
 
+def stats_workers(requested: int | None) -> int:
+    """Decoding workers for the statistics pass: the run's --num-workers, else extract's CPU default."""
+    from medfm.extract.loader import default_workers
+
+    return requested if requested is not None else default_workers(torch.device("cpu"))
+
+
 def stats_key(spec, dataset) -> dict:
     """What the statistics depend on: dataset content and split, and the pixels the model is fed."""
     if RESIZE_POLICIES.get(spec.policy_name).own:  # the library's transform: its data_config geometry

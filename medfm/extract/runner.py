@@ -16,7 +16,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import BackboneSpec, check_grey_mode, resolve_backbone
-from medfm.backbones.norm import with_dataset_norm
+from medfm.backbones.norm import stats_workers, with_dataset_norm
 from medfm.backbones.names import folder_name
 from medfm.cache.fingerprint import fingerprint
 from medfm.cache.kinds import FEATURES
@@ -100,7 +100,7 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
                             cfg.resize, cfg.resize_size)
     check_grey_mode(cfg.grey, dataset)
     if cfg.norm == "dataset":  # the train split's mean/std (computed once, kept beside the caches)
-        spec = with_dataset_norm(spec, dataset, say=say)
+        spec = with_dataset_norm(spec, dataset, stats_workers(cfg.num_workers), say=say)
     use = pixel_choice(cfg.pixels, spec, say)  # auto: only where it is exact in geometry
     pixels = find_pixel_cache(dataset, scale_size(spec.data_config, spec.img_size), use)
     if pixels is not None:

@@ -19,7 +19,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import check_grey_mode, resolve_backbone
-from medfm.backbones.norm import with_dataset_norm
+from medfm.backbones.norm import stats_workers, with_dataset_norm
 from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
@@ -51,7 +51,7 @@ def finetune_inputs(cfg: FinetuneConfig):
     spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
                             backbones_file=cfg.backbones_file, resize=cfg.resize, resize_size=cfg.resize_size)
     if cfg.norm == "dataset":  # the train split's mean/std (computed once, kept beside the caches)
-        spec = with_dataset_norm(spec, dataset, say=console.print)
+        spec = with_dataset_norm(spec, dataset, stats_workers(cfg.num_workers), say=console.print)
     return dataset, spec
 
 
