@@ -161,3 +161,19 @@ def test_dataset_norm_reaches_extract_and_finetune_alike(pneu_subset, tmp_path, 
     x = train_transform(Backbone(spec, torch.nn.Identity()), flips)(dataset.splits["train"].images.load(0))
     black = (0 - torch.tensor(spec.data_config["mean"])) / torch.tensor(spec.data_config["std"])
     assert x.shape == (3, 32, 32) and torch.allclose(x[:, 0, 0], black, atol=1e-6)  # pad's black corner survives
+
+
+def test_a_sweeps_resize_reaches_its_rows_and_their_identity(pneu_subset, tmp_path, monkeypatch):
+    """--resize on the sweep reaches every extract; the probe row's identity names it (and crop's names nothing)."""
+    from medfm.config import SweepConfig
+    from medfm.results import ResultsStore
+    from medfm.sweep import run_sweep
+
+    monkeypatch.setenv("MEDFM_CACHE", str(tmp_path / "cache"))
+    common = dict(backbones=["mobilenetv2"], datasets=[str(pneu_subset)], heads=["knn"], weights={"mobilenetv2": "random"},
+                  img_size=32, probe={"ks": [5], "bootstrap": 0}, out=str(tmp_path / "runs"), results=str(tmp_path / "r.sqlite"))
+    pad = run_sweep(SweepConfig(**common, resize="pad"))
+    crop = run_sweep(SweepConfig(**common))
+    assert pad["ran"] == crop["ran"] == 1 and pad["caches"] != crop["caches"]
+    identities = {r["identity"].get("resize") for r in ResultsStore(str(tmp_path / "r.sqlite")).records()}
+    assert identities == {"pad", None}
