@@ -105,7 +105,7 @@ class PolicyTransform:
     """PIL RGB image -> float ``[3, size, size]``: a policy's geometry, then the backbone's normalisation.
 
     ``geometry`` (PIL -> PIL, pixel-space padding included) is also what a fine-tune's augmentation
-    starts from, and ``pixels`` (the unnormalised input in [0, 1]) what ``--norm dataset`` averages.
+    starts from. With mean 0 and std 1 the output is the unnormalised input, which ``--norm dataset`` averages.
     """
 
     def __init__(self, policy: ResizePolicy, size: int, data_config: dict, resize_size: int | None = None):
@@ -150,15 +150,12 @@ class PolicyTransform:
         top, left = self._offsets(h, w)
         return torch.nn.functional.pad(x, (left, self.size - w - left, top, self.size - h - top))
 
-    def pixels(self, img: Image.Image) -> torch.Tensor:
-        """The unnormalised model input in [0, 1] (any padding as zeros)."""
+    def _unit(self, img: Image.Image) -> torch.Tensor:
         a = np.asarray(self.geometry(img), dtype=np.float32)  # uint8 values, as the SAM authors'
-        x = torch.from_numpy(a.copy()).permute(2, 0, 1) / 255.0
-        return self._pad(x) if self.policy.pad else x
+        return torch.from_numpy(a.copy()).permute(2, 0, 1) / 255.0  # == torchvision ToTensor
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        a = np.asarray(self.geometry(img), dtype=np.float32)
-        x = torch.from_numpy(a.copy()).permute(2, 0, 1) / 255.0
+        x = self._unit(img)
         if self.minmax:
             x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
         else:
