@@ -16,7 +16,7 @@ from torchvision import transforms as T
 
 from medfm.backbones import Backbone, resolve_backbone
 from medfm.backbones.norm import dataset_stats, stats_key, stats_path, with_dataset_norm
-from medfm.backbones.preprocess import RESIZE_POLICIES, PolicyTransform
+from medfm.backbones.preprocess import RESIZE_POLICIES, PolicyGeometry
 from medfm.cache.fingerprint import fingerprint
 from medfm.errors import MedfmError
 from medfm.pixels.read import pixel_choice
@@ -51,15 +51,15 @@ def test_pad_puts_the_original_28px_pixels_unscaled_on_a_black_224_canvas(pneumo
     img = Image.fromarray(pneumonia_image, mode="L")
     expected = np.zeros((224, 224, 3), dtype=np.uint8)  # black in pixel space, before normalisation
     expected[98:126, 98:126] = pneumonia_image[..., None]  # (224 - 28) / 2 = 98: centred, not resampled
-    policy = PolicyTransform(RESIZE_POLICIES.get("pad"), 224, spec.data_config)
-    geometry = np.asarray(policy.geometry(img.convert("RGB")))
+    policy = PolicyGeometry(RESIZE_POLICIES.get("pad"), 224, spec.data_config["interpolation"])
+    geometry = np.asarray(policy(img.convert("RGB")))
     assert geometry.dtype == np.uint8 and np.array_equal(geometry, expected)
     x = _transform(spec)(img)  # what the model is fed: the same pixels, then the backbone's normalisation
     assert torch.equal(x, _normalised(expected, spec.data_config["mean"], spec.data_config["std"]))
     assert torch.allclose(x[:, 0, 0], -torch.tensor(spec.data_config["mean"]) / torch.tensor(spec.data_config["std"]))
     # larger than the input: shrunk on its longest side first (aspect kept), then centred
     wide = Image.fromarray(np.full((50, 300, 3), 200, dtype=np.uint8))
-    g = np.asarray(policy.geometry(wide))
+    g = np.asarray(policy(wide))
     rows = np.flatnonzero(g[:, 112, 0])
     assert g.shape == (224, 224, 3) and (rows[0], rows[-1]) == (93, 129)  # 300x50 -> 224x37 centred: rows 93..129
 
@@ -70,9 +70,12 @@ def test_squash_equals_study_1s_torchvision_transform(busi_image):
     study = T.Compose([T.Resize((256, 256)), T.CenterCrop(224), T.ToTensor(),
                        T.Normalize(spec.data_config["mean"], spec.data_config["std"])])
     assert torch.equal(_transform(spec)(busi_image), study(busi_image))
+    # torchvision steps after the geometry, so an augmentation can go before ToTensor as in study 1's Compose
+    assert [type(t).__name__ for t in _transform(spec).transforms[1].transforms] == ["PolicyGeometry", "ToTensor",
+                                                                                      "Normalize"]
     ref = busi_image.resize((256, 256), Image.BILINEAR).crop((16, 16, 240, 240))  # plain PIL, same pixels
-    policy = PolicyTransform(RESIZE_POLICIES.get("squash"), 224, spec.data_config)
-    assert np.array_equal(np.asarray(policy.geometry(busi_image)), np.asarray(ref))
+    policy = PolicyGeometry(RESIZE_POLICIES.get("squash"), 224, "bilinear")
+    assert np.array_equal(np.asarray(policy(busi_image)), np.asarray(ref))
     other = resolve_backbone("mobilenetv2", "random", 224, resize="squash", resize_size=300)
     ref300 = T.Compose([T.Resize((300, 300)), T.CenterCrop(224), T.ToTensor(),
                         T.Normalize(spec.data_config["mean"], spec.data_config["std"])])

@@ -24,7 +24,7 @@ from medfm.backbones.features import FEATURE_KINDS, TokenOutput
 from medfm.backbones.loaders import LOADERS
 from medfm.backbones.names import find_backbone, is_backbone
 from medfm.backbones.preprocess import (
-    RESIZE_POLICIES, USER_POLICIES, PolicyTransform, default_resize_size, sam_family_policy,
+    RESIZE_POLICIES, USER_POLICIES, PolicyGeometry, default_resize_size, policy_transform, sam_family_policy,
 )
 from medfm.backbones.weights import Weights, resolve_weights
 from medfm.backbones.zoo import BACKBONES
@@ -209,11 +209,11 @@ def image_transform(spec: BackboneSpec):
     """RGB PIL image -> the model's normalised input, by the spec's resize policy.
 
     ``crop`` on a timm / open_clip backbone is its library's own eval transform (unchanged since
-    before policies existed); every other policy, the SAM family's own included, is a ``PolicyTransform``.
+    before policies existed); every other policy, the SAM family's own included, is a ``policy_transform``.
     """
     name = spec.policy_name
     if not RESIZE_POLICIES.get(name).own:
-        return PolicyTransform(RESIZE_POLICIES.get(name), spec.img_size, spec.data_config, spec.resize_size)
+        return policy_transform(RESIZE_POLICIES.get(name), spec.img_size, spec.data_config, spec.resize_size)
     own = LOADERS[spec.entry.loader].transform(spec)  # open_clip's
     if own is not None:
         return own
@@ -237,8 +237,9 @@ def augmentable_geometry(spec: BackboneSpec) -> list:
     (squash's 256 -> 224 crop, pad's black canvas), so augmentation acts on what the model would see."""
     if spec.resize == "crop":
         return []
-    return [PolicyTransform(RESIZE_POLICIES.get(spec.resize), spec.img_size, spec.data_config,
-                            spec.resize_size).geometry]
+    policy = RESIZE_POLICIES.get(spec.resize)
+    return [PolicyGeometry(policy, spec.img_size, policy.interpolation or str(spec.data_config["interpolation"]),
+                           spec.resize_size)]
 
 
 def _check_resize(resize: str, resize_size: int | None, size: int) -> None:

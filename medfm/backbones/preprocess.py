@@ -8,7 +8,7 @@ A policy is geometry only (resize, centre crop, pad); normalisation comes from t
   open_clip ``image_transform``: shorter side to ``img_size / crop_pct``, centre crop). For the SAM
   family "its own" is the authors' longest-side-and-pad or squash, which are registered here as
   policies too (``sam_family_policy`` picks one from the ``data_config``), so those models run
-  through the same ``PolicyTransform`` as ``squash`` and ``pad``.
+  through the same ``policy_transform`` as ``squash`` and ``pad``.
 - ``squash`` (study 1): ``Resize((S, S))`` ignoring the aspect ratio, then ``CenterCrop(img_size)``.
 - ``pad`` (MedMNIST+): the original pixels, unscaled, centred on a black canvas of the input size
   (black in pixel space, before normalisation); an image larger than the input is first downscaled
@@ -101,20 +101,16 @@ def _longest_side_shape(h: int, w: int, size: int) -> tuple[int, int]:
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
-class PolicyTransform:
-    """PIL RGB image -> float ``[3, size, size]``: a policy's geometry, then the backbone's normalisation.
+class PolicyGeometry:
+    """PIL RGB image -> PIL image of the input size: a policy's resize, centre crop and pixel-space padding.
 
-    ``geometry`` (PIL -> PIL, pixel-space padding included) is also what a fine-tune's augmentation
-    starts from. With mean 0 and std 1 the output is the unnormalised input, which ``--norm dataset`` averages.
+    It is the first step of the policy's transform (``policy_transform``) and what a fine-tune's
+    augmentation starts from, so augmentation always sees the pixels the model would see.
     """
 
-    def __init__(self, policy: ResizePolicy, size: int, data_config: dict, resize_size: int | None = None):
-        self.policy, self.size = policy, size
+    def __init__(self, policy: ResizePolicy, size: int, interpolation: str, resize_size: int | None = None):
+        self.policy, self.size, self.interpolation = policy, size, interpolation
         self.side = (resize_size or default_resize_size(size)) if policy.target == "resize_size" else size
-        self.interpolation = policy.interpolation or str(data_config["interpolation"])
-        self.minmax = data_config.get("normalize") == MINMAX
-        self.mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(data_config["std"], dtype=torch.float32).view(3, 1, 1)
 
     def _shape(self, h: int, w: int) -> tuple[int, int]:
         if self.policy.fit == "both":
@@ -122,10 +118,6 @@ class PolicyTransform:
         if not self.policy.upscale and max(h, w) <= self.side:
             return h, w
         return _longest_side_shape(h, w, self.side)
-
-    def _offsets(self, h: int, w: int) -> tuple[int, int]:
-        """(top, left) of the image on the canvas."""
-        return ((self.size - h) // 2, (self.size - w) // 2) if self.policy.pad == "centre" else (0, 0)
 
     def resized(self, img: Image.Image) -> Image.Image:
         """The image after resize and centre crop, before any padding."""
@@ -135,34 +127,61 @@ class PolicyTransform:
             img = img.crop((left, top, left + self.size, top + self.size))
         return img
 
-    def geometry(self, img: Image.Image) -> Image.Image:
-        """PIL -> PIL: ``resized``, then pasted on a black img_size canvas where the policy pads in pixels."""
+    def __call__(self, img: Image.Image) -> Image.Image:
         img = self.resized(img)
         if self.policy.pad is None or self.policy.pad_in != "pixels":
             return img
         canvas = Image.new(img.mode, (self.size, self.size))  # black
-        top, left = self._offsets(img.height, img.width)
+        top, left = pad_offsets(self.policy, self.size, img.height, img.width)
         canvas.paste(img, (left, top))
         return canvas
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        top, left = self._offsets(h, w)
-        return torch.nn.functional.pad(x, (left, self.size - w - left, top, self.size - h - top))
+    def __repr__(self) -> str:
+        return f"PolicyGeometry({self.policy.summary}; {self.size} px, {self.interpolation})"
 
-    def _unit(self, img: Image.Image) -> torch.Tensor:
-        a = np.asarray(self.geometry(img), dtype=np.float32)  # uint8 values, as the SAM authors'
-        return torch.from_numpy(a.copy()).permute(2, 0, 1) / 255.0  # == torchvision ToTensor
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        x = self._unit(img)
-        if self.minmax:
-            x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
-        else:
-            x = (x - self.mean) / self.std
-        return self._pad(x) if self.policy.pad else x  # a no-op after pixel-space padding (already img_size)
+def pad_offsets(policy: ResizePolicy, size: int, h: int, w: int) -> tuple[int, int]:
+    """(top, left) of an h x w image on the size x size canvas."""
+    return ((size - h) // 2, (size - w) // 2) if policy.pad == "centre" else (0, 0)
+
+
+class MinMax:
+    """(x - min) / (max - min) over the whole image (MedSAM, LiteMedSAM), instead of mean/std."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
 
     def __repr__(self) -> str:
-        norm = "min-max" if self.minmax else "mean/std"
-        return f"PolicyTransform({self.policy.summary}; {self.size} px, {self.interpolation}, {norm})"
+        return "MinMax()"
 
+
+class PadNormalised:
+    """Zeros around a normalised tensor up to size x size (SAM pads after normalising)."""
+
+    def __init__(self, policy: ResizePolicy, size: int):
+        self.policy, self.size = policy, size
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        top, left = pad_offsets(self.policy, self.size, h, w)
+        return torch.nn.functional.pad(x, (left, self.size - w - left, top, self.size - h - top))
+
+    def __repr__(self) -> str:
+        return f"PadNormalised({self.policy.pad}, {self.size} px)"
+
+
+def policy_transform(policy: ResizePolicy, size: int, data_config: dict, resize_size: int | None = None):
+    """PIL RGB image -> float ``[3, size, size]``: geometry, ``ToTensor``, the backbone's normalisation
+    (mean/std, or min-max), then SAM's padding of the normalised image where the policy pads there.
+
+    Plain torchvision steps after the geometry, so a policy's transform reads like study 1's
+    ``Compose([Resize, CenterCrop, ToTensor, Normalize])`` and augmentation can go before ``ToTensor``.
+    """
+    from torchvision import transforms as T
+
+    interpolation = policy.interpolation or str(data_config["interpolation"])
+    norm = MinMax() if data_config.get("normalize") == MINMAX else T.Normalize(data_config["mean"], data_config["std"])
+    steps = [PolicyGeometry(policy, size, interpolation, resize_size), T.ToTensor(), norm]
+    if policy.pad and policy.pad_in == "normalised":
+        steps.append(PadNormalised(policy, size))
+    return T.Compose(steps)

@@ -14,12 +14,12 @@ the same abstraction as ``--resize squash / pad``; ``SamTransform`` builds that 
 from __future__ import annotations
 
 from medfm.backbones.preprocess import (  # noqa: F401 - the names the SAM loaders and tests use
-    LONGEST_PAD, MINMAX, RESIZE_POLICIES, PolicyTransform, _longest_side_shape, _resize, sam_family_policy,
+    LONGEST_PAD, MINMAX, RESIZE_POLICIES, _longest_side_shape, _resize, policy_transform, sam_family_policy,
 )
 
 SQUASH = "squash"  # both sides -> size
 
 
-def SamTransform(data_config: dict, size: int) -> PolicyTransform:  # noqa: N802 - kept as the class it was
+def SamTransform(data_config: dict, size: int):  # noqa: N802 - kept as the class it was
     """PIL RGB image -> float ``[3, size, size]`` as the SAM-family authors prepare it (see module doc)."""
-    return PolicyTransform(RESIZE_POLICIES.get(sam_family_policy(data_config) or "sam_squash"), size, data_config)
+    return policy_transform(RESIZE_POLICIES.get(sam_family_policy(data_config) or "sam_squash"), size, data_config)
