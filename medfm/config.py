@@ -261,9 +261,26 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
     grad_accum: int = _opt(1, "steps accumulated per optimiser update", ge=1)
     lr: float = _opt(1e-4, "peak learning rate of the last unfrozen block (study 1: 1e-4)", gt=0)
     head_lr: float | None = _opt(None, "head learning rate [--lr]", gt=0)
-    weight_decay: float = _opt(1e-5, "AdamW decoupled decay (study 1: 1e-5); none on norms/biases/tokens", ge=0)
+    weight_decay: float = _opt(1e-5, "AdamW decoupled decay (study 1: 1e-5); none on what --no-decay names", ge=0)
     layer_decay: float = _opt(1.0, "block i of L gets lr * layer_decay**(L - 1 - i)", gt=0, le=1)
-    warmup_steps: int = _opt(1000, "linear warm-up (optimiser steps; capped at a tenth of the run)", ge=0)
+    warmup_steps: int = _opt(1000, "linear warm-up (optimiser steps; with --schedule cosine capped at a tenth of the run)",
+                             ge=0)
+    # study 1's training as ordinary options (issue 17; code locations in medfm/finetune/engine.py, model.py, data.py)
+    schedule: Literal["cosine", "constant"] = _opt("cosine", "after the warm-up: cosine to 0 (medfm), or constant "
+                                                             "(study 1's LinearWarmup, no cap on the warm-up)")
+    warmup_start_lr: float = _opt(0.0, "the warm-up rises linearly from this rate (study 1: 1e-8)", ge=0)
+    warmup_epochs: float | None = _opt(None, "warm-up length in epochs (x optimiser steps per epoch), overrides "
+                                             "--warmup-steps (study 1: 5 for APTOS/DDSM)", ge=0)
+    no_decay: Literal["biases_norms_tokens", "biases_norms"] = _opt(
+        "biases_norms_tokens", "parameters without weight decay: biases, 1-D parameters (norms) and position/CLS/"
+                               "register tokens (medfm), or biases and 1-D parameters only (study 1)")
+    drop_last: bool = _opt(False, "drop the last incomplete training batch of each epoch (study 1's trainloader)")
+    backbone_eval: bool = _opt(False, "keep the whole backbone in eval mode, trained blocks too (dropout/drop-path "
+                                      "off, BatchNorm statistics fixed), as study 1's frozen-backbone forward does")
+    init_from: str | None = _opt(None, "start from a saved fine-tune: PATH to its model.pt or best.pt (strict key "
+                                       "match; path and sha256 recorded) (study 1's transfer_learning_params)")
+    init_from_parts: Literal["all", "backbone"] = _opt("all", "what --init-from loads: backbone and head, or the "
+                                                              "backbone only (study 1: backbone only; a new head)")
     grad_clip: float | None = _opt(1.0, "max global grad norm (null in a --config file = off)", gt=0)
     amp: bool = _opt(True, "bf16 autocast on CUDA (CPU always trains in fp32)")
     grad_checkpointing: bool = _opt(False, "recompute block activations in the backward pass (less memory)")

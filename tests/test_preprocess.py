@@ -180,3 +180,15 @@ def test_a_sweeps_resize_reaches_its_rows_and_their_identity(pneu_subset, tmp_pa
     assert pad["ran"] == crop["ran"] == 1 and pad["caches"] != crop["caches"]
     identities = {r["identity"].get("resize") for r in ResultsStore(str(tmp_path / "r.sqlite")).records()}
     assert identities == {"pad", None}
+
+
+def test_study1_augmentation_goes_between_the_squash_crop_and_to_tensor():
+    """Exact study 1: Resize((S, S)) -> CenterCrop -> its random steps -> ToTensor -> Normalize (defaults/bases.py:L63-158)."""
+    from medfm.finetune.data import _flat, policy_for, train_transform
+
+    spec = resolve_backbone("mobilenetv2", "random", 64, resize="squash")
+    _, aug = policy_for("study1", "pneumoniamnist", None)
+    steps = _flat(train_transform(Backbone(spec, torch.nn.Identity()), aug))
+    assert [type(s).__name__ for s in steps][1:] == ["PolicyGeometry", "RandomResizedCrop", "RandomVerticalFlip",
+                                                     "RandomHorizontalFlip", "RandomApply", "ToTensor", "Normalize"]
+    assert steps[1].side == 73  # round(64 * 256 / 224)
