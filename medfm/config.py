@@ -199,6 +199,13 @@ class _BackboneDatasetConfig(_Config):
                                 le=MAX_IMG_SIZE)
     feature: str | None = _opt(None, "pooled feature kind: cls, mean, cls+mean, pooled, trunk "
                                      "[the backbone's (the studies') default; `medfm backbones --features`]")
+    # issue 17 (study 1's code): features from an intermediate block; CoCa's attention-pooler tokens
+    drop_cutoff: int | None = _opt(None, "features from block N (0-based; study 1's partial.drop_cutoff): the blocks "
+                                         "after it never run, a ViT's final norm is applied to block N's output "
+                                         "[none: the whole model]", ge=0)
+    tokens_from: Literal["patch", "attn_pool"] = _opt("patch", "tokens attention heads read: patch (the backbone's "
+                                                               "patch tokens) or attn_pool (CoCa: pooled token + the "
+                                                               "attention pooler's 255 outputs, as study 1)")
     split_seed: int = _split_seed_opt()
     grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeat (to RGB) or red (the stem's red-channel "
                                                     "filter only, as study 1's 1-channel stem)")
@@ -254,7 +261,9 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
     unfreeze: int | Literal["all"] = _opt(0, "train the last N blocks (0 = frozen backbone, 'all' or -1 = full fine-tune)")
     head: str = _opt("linear", f"head: {heads_help('finetune')} (`medfm heads`)")
     head_depth: int = _opt(12, "deit head: DeiT-B blocks (study 1 uses all 12)", ge=1)
-    deit_weights: str | None = _opt(None, "deit head: DeiT-B checkpoint [random init]")
+    deit_weights: str | None = _opt(None, "deit head: ImageNet DeiT-B start: omit for deit_base_patch16_224.fb_in1k "
+                                          "($MEDFM_DEIT_WEIGHTS, the weights folder, or the hub), PATH to a checkpoint "
+                                          "(timm keys), or 'random' (random init, explicitly)")
     metric: str | None = _opt(None, "early-stopping / best-checkpoint metric [the dataset's headline]")
     epochs: int = _opt(100, "training epochs", ge=1)
     batch_size: int = _opt(32, "global batch per step, split over torchrun processes", ge=1)
@@ -373,7 +382,9 @@ class ProbeConfig(_Config):
     ks: list[int] = _opt([10, 20, 50, 100, 200], "knn head: k values swept, best on val")
     temperature: float = _opt(0.07, "knn head: weight of a neighbour = exp(cosine / temperature)", gt=0)
     head_depth: int = _opt(12, "deit head: DeiT-B blocks kept, 1..12", ge=1, le=12)
-    deit_weights: str | None = _opt(None, "deit head: ImageNet DeiT-B checkpoint (timm keys) [random init]")
+    deit_weights: str | None = _opt(None, "deit head: ImageNet DeiT-B start: omit for deit_base_patch16_224.fb_in1k "
+                                          "($MEDFM_DEIT_WEIGHTS, the weights folder, or the hub), PATH to a checkpoint "
+                                          "(timm keys), or 'random' (random init, explicitly)")
     head_lr: float = _opt(1e-4, "deit head: AdamW learning rate", gt=0)
     head_batch_size: int = _opt(64, "deit head: mini-batch size", ge=1)
     bootstrap: int = _opt(1000, "test-set bootstrap resamples for the 95% CI (0 = none)", ge=0)

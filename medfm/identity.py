@@ -25,7 +25,8 @@ PROBE_NOT_SETTINGS = ("cache", "out", "results", "overwrite", "device", "seed", 
 # fine-tune's settings; where it writes and how it is launched are in neither)
 FINETUNE_OWN_FIELDS = ("backbone", "dataset", "weights", "img_size", "feature", "split_seed", "head", "fraction",
                        "unfreeze", "metric", "seed", "grey", "resize", "resize_size", "norm",
-                       "out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model")
+                       "out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model",
+                       "drop_cutoff", "tokens_from")  # backbone fields (in its identity when set)
 GREY_BY_CHANNELS = {"grey repeated to RGB": "repeat", "grey through the stem's red-channel filter only (1-channel stem)": "red"}
 # what the old rows of a store did not record (the report names them)
 NOT_IN_OLD_ROWS = ("grey mode", "layers", "dataset content", "head settings other than the chosen grid")
@@ -48,7 +49,7 @@ def _backbone_fields(bb: dict) -> dict:
         "img_size": int(pre["input_size"][-1]) if pre.get("input_size") else None,
         "grey": GREY_BY_CHANNELS.get(pre.get("channels"), pre.get("channels")),
         **_preprocessing_fields(pre),
-    }
+    } | ({"drop_cutoff": bb["drop_cutoff"]} if bb.get("drop_cutoff") is not None else {})  # absent unset: hashes kept
 
 
 def preprocessing_record(pre: dict) -> dict:
@@ -107,7 +108,7 @@ def finetune_identity(settings: dict, dataset: str, dataset_identity: dict, back
         "dataset_sha256": fingerprint(dataset_identity),
         "metric": metric,
         **_backbone_fields(backbone_identity),
-        "tokens": "tokens" if head_reads_tokens else None,
+        "tokens": (backbone_identity.get("tokens_from", "tokens") if head_reads_tokens else None),
         "dtype": None,
         "pixels": None,
         "head": settings["head"],
@@ -200,6 +201,7 @@ _BACKBONE_TOKENS = {
     "img_size": lambda v, i: f"@{v}" if v is not None else None,
     "feature": lambda v, i: f"[{v}]" if v else None,
     "layers": lambda v, i: f"last{v}" if v is not None else None,
+    "drop_cutoff": lambda v, i: f"block{v}" if v is not None else None,
     "grey": lambda v, i: f"grey={v}" if v else None,
     "resize": lambda v, i: f"resize={v}" if v else None,
     "norm": lambda v, i: f"norm={v}" if v else None,

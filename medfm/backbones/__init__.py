@@ -37,6 +37,12 @@ GREY_MODES = {
     "red": "grey through the stem's red-channel filter only (1-channel stem)",
 }
 GREY_PIL_MODES = ("1", "L", "LA", "I", "I;16", "F")
+# Which tokens attention heads read (`--tokens-from`): the ViT's patch tokens, or CoCa's attention-pooler outputs.
+TOKEN_SOURCES = {
+    "patch": "the backbone's patch tokens (its registry entry says: after the final norm, or DINOv2's last block)",
+    "attn_pool": "CoCa: the projected pooled token + the attention pooler's other 255 outputs (study 1's DeiT-head "
+                 "input, defaults/models.py Classifier.forward, CoCa branch)",
+}
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -57,8 +63,15 @@ class BackboneSpec:
     data_config: dict
     layers: int = 1  # feature of the last `layers` blocks, concatenated (1 = the model's output)
     grey: str = "repeat"  # a key of GREY_MODES
+    drop_cutoff: int | None = None  # features from block `drop_cutoff` (0-based): the later blocks never run
+    tokens_from: str = "patch"  # a key of TOKEN_SOURCES
     resize: str = "crop"  # a --resize policy (medfm.backbones.preprocess.USER_POLICIES)
     resize_size: int | None = None  # squash: the side S before the centre crop [round(img_size * 256 / 224)]
+
+    @property
+    def tokens_source(self) -> str:
+        """Where stored / head-read tokens come from: 'attn_pool', or the entry's 'output' / 'last_block'."""
+        return "attn_pool" if self.tokens_from == "attn_pool" else self.entry.tokens_from
 
     @property
     def policy_name(self) -> str:
@@ -89,6 +102,10 @@ class BackboneSpec:
             ident["model_config"] = self.entry.resolved
         if self.layers > 1:  # absent for 1, so caches made before --layers existed keep their fingerprint
             ident["layers"] = {"last": self.layers, "combine": "concatenate"}
+        if self.drop_cutoff is not None:  # absent when unset: earlier caches keep their fingerprint
+            ident["drop_cutoff"] = self.drop_cutoff
+        if self.tokens_from != "patch":
+            ident["tokens_from"] = self.tokens_from
         return ident
 
     @property
@@ -120,6 +137,25 @@ class Backbone:
     def tokens(self, x: torch.Tensor) -> TokenOutput:
         return self._loader.tokens(self.net, x)
 
+    def forward_tokens(self, x: torch.Tensor) -> TokenOutput:
+        """The model's output; with ``drop_cutoff`` the output of that block instead, the later blocks never run.
+
+        The cut-off block's output is read as ``--layers`` reads a block (ViTs: through the final norm, so
+        ``cls`` is ``norm(x)[:, 0]`` after block ``drop_cutoff``, as study 1's DINOv2 ``new_forward_features``
+        computes it, ``utils/transformers/dinov2_utils.py:L93-115`` @02db977).
+        """
+        if self.spec.drop_cutoff is None:
+            return self.tokens(x)
+        handle = self.blocks()[-1].register_forward_hook(_stop_forward)  # after any hook that reads this block
+        try:
+            self.tokens(x)
+        except _StopForward as stop:
+            return self._loader.cutoff_tokens(self.net, self.spec.entry, stop.output, self.spec.drop_cutoff)
+        finally:
+            handle.remove()
+        raise MedfmError(f"block {self.spec.drop_cutoff} of {self.spec.entry.name} never ran in its forward pass",
+                         "drop --drop-cutoff for this backbone")
+
     def embed(self, x: torch.Tensor, with_tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pooled features ``[B, D]`` (the spec's feature kind) and optionally patch tokens ``[B, T, D]``."""
         if self.spec.grey == "red":
@@ -133,13 +169,15 @@ class Backbone:
                 out, per_block = self.tokens_by_block(x, self.spec.layers)
                 pooled = torch.cat([self._feature(o) for o in per_block], dim=1)
             else:
-                out = self.tokens(x)
+                out = self.forward_tokens(x)
                 pooled = self._feature(out)
         finally:
             if hook is not None:
                 hook.remove()
         if not with_tokens:
             return pooled, None
+        if self.spec.tokens_from == "attn_pool":
+            return pooled, out.extra["attn_pool"]
         if last_block:  # the last block's output, before the final norm: drop the class/register tokens
             return pooled, last_block[-1][:, self._loader.num_prefix(self.net):]
         return pooled, out.patches
@@ -153,7 +191,7 @@ class Backbone:
         captured: list = []
         handles = [b.register_forward_hook(lambda m, i, o: captured.append(o)) for b in blocks[-last:]]
         try:
-            out = self.tokens(x)
+            out = self.forward_tokens(x)
         finally:
             for h in handles:
                 h.remove()
@@ -161,8 +199,34 @@ class Backbone:
         return out, per_block
 
     def blocks(self) -> list[torch.nn.Module]:
-        """Ordered blocks/stages, so 'unfreeze the last N' means the same for every architecture."""
-        return self._loader.blocks(self.net, self.spec.entry)
+        """Ordered blocks/stages, so 'unfreeze the last N' means the same for every architecture.
+
+        With ``drop_cutoff`` only the blocks that run (0..drop_cutoff): the last N unfrozen, ``--layers``
+        and the tokens all count from the cut-off block."""
+        blocks = self._loader.blocks(self.net, self.spec.entry)
+        cut = self.spec.drop_cutoff
+        if cut is None:
+            return blocks
+        if cut >= len(blocks):
+            raise MedfmError(f"--drop-cutoff {cut} is out of range: {self.spec.entry.name} has {len(blocks)} blocks "
+                             f"(0..{len(blocks) - 1})", f"use --drop-cutoff 0..{len(blocks) - 1}")
+        return blocks[: cut + 1]
+
+    def dropped_blocks(self) -> list[torch.nn.Module]:
+        """The blocks after ``drop_cutoff``, which never run (none without it): a fine-tune keeps them frozen."""
+        return self._loader.blocks(self.net, self.spec.entry)[len(self.blocks()):]
+
+
+class _StopForward(Exception):
+    """Raised by the hook on the cut-off block: its output is the features, the rest of the model never runs."""
+
+    def __init__(self, output):
+        super().__init__("drop_cutoff")
+        self.output = output
+
+
+def _stop_forward(module, inputs, output):
+    raise _StopForward(output)
 
 
 def red_channel_only(x: torch.Tensor) -> torch.Tensor:
@@ -256,6 +320,7 @@ def _check_resize(resize: str, resize_size: int | None, size: int) -> None:
 def resolve_backbone(
     name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
     layers: int | None = None, grey: str = "repeat", backbones_file: str | None = None,
+    drop_cutoff: int | None = None, tokens_from: str = "patch",
     resize: str = "crop", resize_size: int | None = None,
 ) -> BackboneSpec:
     if grey not in GREY_MODES:
@@ -277,6 +342,7 @@ def resolve_backbone(
     if layers > 1 and not kind.per_block:
         raise MedfmError(f"--feature {feature} is only defined on the model's final output, not per block",
                          "use --layers with cls, mean or cls+mean")
+    _check_cutoff_and_tokens(entry, loader, feature, kind, drop_cutoff, tokens_from)
     if img_size is not None:
         if entry.arch != "vit" and img_size < 32:
             raise MedfmError(f"--img-size {img_size} is too small for a CNN", "use at least 32")
@@ -288,7 +354,27 @@ def resolve_backbone(
     data_config["input_size"] = (3, size, size)
     _check_resize(resize, resize_size, size)
     resolved = resolved or _resolve_weights(weights, entry, loader)
-    return BackboneSpec(entry, resolved, feature, size, data_config, layers, grey, resize, resize_size)
+    return BackboneSpec(entry, resolved, feature, size, data_config, layers, grey, drop_cutoff, tokens_from,
+                        resize=resize, resize_size=resize_size)
+
+
+def _check_cutoff_and_tokens(entry, loader, feature, kind, drop_cutoff, tokens_from) -> None:
+    """Refuse, before any work, a ``--drop-cutoff`` or ``--tokens-from`` the backbone cannot honour."""
+    if tokens_from not in TOKEN_SOURCES:
+        raise MedfmError(f"--tokens-from {tokens_from!r} is not a token source", f"use one of: {', '.join(TOKEN_SOURCES)}")
+    if drop_cutoff is not None:
+        if drop_cutoff < 0:
+            raise MedfmError(f"--drop-cutoff {drop_cutoff} is negative", "give the 0-based index of the last block to run")
+        if not kind.per_block:
+            raise MedfmError(f"--feature {feature} is the model's own final output, which --drop-cutoff drops",
+                             "use --feature cls or mean with --drop-cutoff")
+    if tokens_from == "attn_pool":
+        if not loader.attn_pool_tokens(entry):
+            raise MedfmError(f"--tokens-from attn_pool: {entry.name} has no attention pooler",
+                             "use it with coca_vitb32 or coca_vitl14, or --tokens-from patch")
+        if drop_cutoff is not None:
+            raise MedfmError("--tokens-from attn_pool reads the attention pooler after the last block, which "
+                             "--drop-cutoff drops", "use one of the two")
 
 
 def _resolve_weights(weights: str | None, entry: BackboneEntry, loader) -> Weights:
@@ -303,9 +389,10 @@ def _resolve_weights(weights: str | None, entry: BackboneEntry, loader) -> Weigh
 
 def create_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
                     device="cpu", layers: int | None = None, grey: str = "repeat",
-                    backbones_file: str | None = None, resize: str = "crop", resize_size: int | None = None) -> Backbone:
-    return resolve_backbone(name, weights, img_size, feature, layers, grey, backbones_file, resize,
-                            resize_size).build(device)
+                    backbones_file: str | None = None, drop_cutoff: int | None = None,
+                    tokens_from: str = "patch", resize: str = "crop", resize_size: int | None = None) -> Backbone:
+    return resolve_backbone(name, weights, img_size, feature, layers, grey, backbones_file, drop_cutoff,
+                            tokens_from, resize, resize_size).build(device)
 
 
 __all__ = ["BACKBONES", "Backbone", "BackboneSpec", "create_backbone", "resolve_backbone", "find_backbone", "is_backbone",

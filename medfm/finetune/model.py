@@ -58,8 +58,19 @@ def freeze_all_but_last(backbone: Backbone, n: int) -> tuple[list[nn.Module], li
     """Freeze the backbone except its last ``n`` blocks (+ what follows them); return frozen modules.
 
     The returned modules are the maximal frozen subtrees, which ``FinetuneModel.train`` puts back
-    into eval mode.
+    into eval mode. With ``--drop-cutoff`` the blocks counted are those that run, and the dropped
+    blocks after them stay frozen (they never run, so they would get no gradient).
     """
+    frozen, names = _freeze_all_but_last(backbone, n)
+    dropped = backbone.dropped_blocks()
+    if not dropped:
+        return frozen, names
+    for b in dropped:
+        b.requires_grad_(False)
+    return frozen + dropped, [nm for nm, p in backbone.net.named_parameters() if p.requires_grad]
+
+
+def _freeze_all_but_last(backbone: Backbone, n: int) -> tuple[list[nn.Module], list[str]]:
     net = backbone.net
     blocks = backbone.blocks()
     if n < 0 or n > len(blocks):

@@ -33,6 +33,7 @@ from medfm.finetune.initfrom import init_identity, load_init
 from medfm.finetune.model import FinetuneModel, param_groups
 from medfm.heads import HEADS
 from medfm.metrics import compute_metrics
+from medfm.heads.deit_weights import with_deit_identity
 from medfm.identity import finetune_identity, preprocessing_record, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import class_weights, label_budget, rows_sha256
@@ -42,15 +43,19 @@ from medfm.ui import console, progress
 # (grey is in the backbone identity's preprocessing instead, so keys of runs made before it existed stay valid)
 NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model", "grey",
                 "resize", "resize_size", "norm",  # in the backbone identity's preprocessing, as grey
-                "backbones_file")  # where the user's entry was read; the entry itself is in the backbone identity
+                "backbones_file",  # where the user's entry was read; the entry itself is in the backbone identity
+                "drop_cutoff", "tokens_from")  # in the backbone identity when set, so earlier keys stay valid
 
 
 def finetune_inputs(cfg: FinetuneConfig):
     """The dataset and resolved backbone spec a fine-tune reads (no model built, nothing trained)."""
     dataset = create_dataset(cfg.dataset, cfg.data_root, metric=cfg.metric, **dataset_options(cfg))
     check_grey_mode(cfg.grey, dataset)
+    reads_tokens = HEADS.get(cfg.head).reads == "tokens"  # --tokens-from matters only to a head that reads tokens
     spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
-                            backbones_file=cfg.backbones_file, resize=cfg.resize, resize_size=cfg.resize_size)
+                            backbones_file=cfg.backbones_file, drop_cutoff=cfg.drop_cutoff,
+                            tokens_from=cfg.tokens_from if reads_tokens else "patch", resize=cfg.resize,
+                            resize_size=cfg.resize_size)
     if cfg.norm == "dataset":  # the train split's mean/std (computed once, kept beside the caches)
         spec = with_dataset_norm(spec, dataset, stats_workers(cfg.num_workers), say=console.print)
     return dataset, spec
@@ -69,7 +74,7 @@ def identity_settings(cfg: FinetuneConfig) -> dict:
     settings = {k: v for k, v in cfg.to_dict().items() if k not in ADDED_AT_DEFAULT or v != ADDED_AT_DEFAULT[k]}
     if cfg.init_from is not None:
         settings["init_from"] = init_identity(cfg.init_from)
-    return settings
+    return with_deit_identity(settings)
 
 
 def finetune_run_key(cfg: FinetuneConfig, inputs=None) -> str:
