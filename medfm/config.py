@@ -214,8 +214,9 @@ class _BackboneDatasetConfig(_Config):
         "crop", "how an image becomes the input square: crop (the backbone's own: shorter side, centre crop), "
                 "squash (study 1: both sides to --resize-size, centre crop) or pad (MedMNIST+: original pixels "
                 "centred on black, shrunk only if larger)")
-    resize_size: int | None = _opt(None, "squash: the side S before the centre crop [round(img_size * 256 / 224)]",
-                                   ge=16, le=MAX_IMG_SIZE)
+    resize_size: int | None = _opt(None, "the side S before the centre crop: squash's square side "
+                                         "[round(img_size * 256 / 224)], or crop's shorter side (torchvision "
+                                         "Resize(S), bilinear) [the backbone's own resize]", ge=16, le=MAX_IMG_SIZE)
     norm: Literal["backbone", "dataset"] = _opt(
         "backbone", "normalise with the backbone's mean/std, or the train split's own (per channel, after --resize; "
                     "one channel with --grey red; computed once and kept beside the caches)")
@@ -410,8 +411,8 @@ class SweepConfig(_Config):
     # preprocessing of every extract and fine-tune (medfm/backbones/preprocess.py); unset: the preset's, else the default
     resize: Literal["crop", "squash", "pad"] | None = _opt(None, "resize policy of every row: crop, squash or pad "
                                                                  "(`medfm extract --help`) [the preset's, else crop]")
-    resize_size: int | None = _opt(None, "squash side S of every row [the preset's, else round(img_size * 256 / 224)]",
-                                   ge=16, le=MAX_IMG_SIZE)
+    resize_size: int | None = _opt(None, "the side S before every row's centre crop (squash, crop) [the preset's, "
+                                         "else the policy's default]", ge=16, le=MAX_IMG_SIZE)
     norm: Literal["backbone", "dataset"] | None = _opt(None, "normalisation of every row: backbone or dataset "
                                                              "[the preset's, else backbone]")
     tokens: bool | None = _opt(None, "store patch tokens [auto: when a head needs them]")

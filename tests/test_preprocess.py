@@ -92,16 +92,28 @@ def test_crop_is_the_backbones_shorter_side_resize_and_centre_crop(busi_image):
         "mobilenetv2", "random", 224, resize="squash"))(busi_image))
 
 
+def test_crop_with_a_resize_size_is_torchvisions_resize_then_centre_crop(busi_image):
+    """Study 3 (GuanghuiFU/medical_dino_eval utils.py:L22-30): Resize(256) on the shorter side, CenterCrop(224)."""
+    spec = resolve_backbone("mobilenetv2", "random", 224, resize_size=256)
+    cfg = spec.data_config
+    study = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(cfg["mean"], cfg["std"])])
+    assert torch.equal(_transform(spec)(busi_image), study(busi_image))
+    tall = busi_image.transpose(Image.Transpose.ROTATE_90)  # the other orientation takes the other branch
+    assert torch.equal(_transform(spec)(tall), study(tall))
+    assert spec.identity()["preprocessing"]["resize"]["policy"] == "crop_shorter"
+
+
 def test_each_policy_has_its_own_fingerprint_and_crop_keeps_the_old_one():
     specs = {"crop": resolve_backbone("mobilenetv2", "random", 32),
              "squash": resolve_backbone("mobilenetv2", "random", 32, resize="squash"),
              "squash48": resolve_backbone("mobilenetv2", "random", 32, resize="squash", resize_size=48),
-             "pad": resolve_backbone("mobilenetv2", "random", 32, resize="pad")}
+             "pad": resolve_backbone("mobilenetv2", "random", 32, resize="pad"),
+             "crop48": resolve_backbone("mobilenetv2", "random", 32, resize_size=48)}
     prints = {k: fingerprint(s.identity()) for k, s in specs.items()}
-    assert len(set(prints.values())) == 4
+    assert len(set(prints.values())) == 5
     assert prints["crop"] == MOBILENET_32_IDENTITY and "resize" not in specs["crop"].identity()["preprocessing"]
     assert specs["squash"].identity()["preprocessing"]["resize"]["resize_size"] == 37  # round(32 * 256 / 224)
-    with pytest.raises(MedfmError, match="--resize-size is the squash side"):
+    with pytest.raises(MedfmError, match="--resize-size is the side before the centre crop"):
         resolve_backbone("mobilenetv2", "random", 32, resize="pad", resize_size=40)
     with pytest.raises(MedfmError, match="smaller than the input size"):
         resolve_backbone("mobilenetv2", "random", 64, resize="squash", resize_size=60)

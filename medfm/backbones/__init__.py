@@ -66,7 +66,8 @@ class BackboneSpec:
     drop_cutoff: int | None = None  # features from block `drop_cutoff` (0-based): the later blocks never run
     tokens_from: str = "patch"  # a key of TOKEN_SOURCES
     resize: str = "crop"  # a --resize policy (medfm.backbones.preprocess.USER_POLICIES)
-    resize_size: int | None = None  # squash: the side S before the centre crop [round(img_size * 256 / 224)]
+    resize_size: int | None = None  # squash [round(img_size * 256 / 224)] / crop [the backbone's]: the side S
+    # before the centre crop
 
     @property
     def tokens_source(self) -> str:
@@ -76,7 +77,12 @@ class BackboneSpec:
     @property
     def policy_name(self) -> str:
         """The registered resize policy this spec runs: ``crop`` means the backbone's own (the SAM family's is a policy)."""
-        return (sam_family_policy(self.data_config) or "crop") if self.resize == "crop" else self.resize
+        return policy_name(self.resize, self.resize_size, self.data_config)
+
+    @property
+    def default_preprocessing(self) -> bool:
+        """The backbone's own transform, as before resize policies existed (``--resize crop`` without a size)."""
+        return self.resize == "crop" and self.resize_size is None
 
     def resize_identity(self) -> dict:
         """The resize policy as recorded: name, recipe, sizes and interpolation."""
@@ -94,7 +100,7 @@ class BackboneSpec:
             "feature": self.feature,
             "preprocessing": {**self.data_config, "channels": GREY_MODES[self.grey]},
         }
-        if self.resize != "crop":  # absent for crop, so caches made before --resize existed keep their fingerprint
+        if not self.default_preprocessing:  # absent by default: caches made before --resize keep their fingerprint
             ident["preprocessing"]["resize"] = self.resize_identity()
         if self.entry.tag:
             ident["tag"] = self.entry.tag
@@ -299,19 +305,29 @@ def augmentable_geometry(spec: BackboneSpec) -> list:
     """PIL -> PIL steps a fine-tune's random augmentation starts from: none for ``crop`` (the augmentation's
     random crop is taken from the whole image, as before policies existed), the policy's geometry otherwise
     (squash's 256 -> 224 crop, pad's black canvas), so augmentation acts on what the model would see."""
-    if spec.resize == "crop":
+    if spec.default_preprocessing:
         return []
-    policy = RESIZE_POLICIES.get(spec.resize)
+    policy = RESIZE_POLICIES.get(spec.policy_name)
     return [PolicyGeometry(policy, spec.img_size, policy.interpolation or str(spec.data_config["interpolation"]),
                            spec.resize_size)]
+
+
+def policy_name(resize: str, resize_size: int | None, data_config: dict) -> str:
+    """The registered policy a request runs: ``crop`` is the backbone's own (the SAM family's own policy), or
+    ``crop_shorter`` with a ``--resize-size``; ``squash`` and ``pad`` are themselves."""
+    if resize != "crop":
+        return resize
+    if resize_size is not None:
+        return "crop_shorter"
+    return sam_family_policy(data_config) or "crop"
 
 
 def _check_resize(resize: str, resize_size: int | None, size: int) -> None:
     if resize not in USER_POLICIES:
         raise MedfmError(f"--resize {resize!r} is not a resize policy", f"use one of: {', '.join(USER_POLICIES)}")
-    if resize_size is not None and RESIZE_POLICIES.get(resize).target != "resize_size":
-        raise MedfmError(f"--resize-size is the squash side, but --resize is {resize}",
-                         "drop --resize-size, or use --resize squash")
+    if resize_size is not None and RESIZE_POLICIES.get(policy_name(resize, resize_size, {})).target != "resize_size":
+        raise MedfmError(f"--resize-size is the side before the centre crop (squash, crop), but --resize is {resize}",
+                         "drop --resize-size, or use --resize squash or crop")
     if resize_size is not None and resize_size < size:
         raise MedfmError(f"--resize-size {resize_size} is smaller than the input size {size}: the centre crop "
                          "would pad", f"use --resize-size >= {size} (default {default_resize_size(size)})")

@@ -9,6 +9,8 @@ A policy is geometry only (resize, centre crop, pad); normalisation comes from t
   family "its own" is the authors' longest-side-and-pad or squash, which are registered here as
   policies too (``sam_family_policy`` picks one from the ``data_config``), so those models run
   through the same ``policy_transform`` as ``squash`` and ``pad``.
+- ``crop`` with ``--resize-size S``: torchvision's ``Resize(S)`` (shorter side, bilinear), ``CenterCrop(img_size)``
+  (study 3's preprocessing), a policy of its own (``crop_shorter``).
 - ``squash`` (study 1): ``Resize((S, S))`` ignoring the aspect ratio, then ``CenterCrop(img_size)``.
 - ``pad`` (MedMNIST+): the original pixels, unscaled, centred on a black canvas of the input size
   (black in pixel space, before normalisation); an image larger than the input is first downscaled
@@ -36,7 +38,8 @@ class ResizePolicy:
     summary: str  # recorded in the cache fingerprint and the run identity
     source: str  # where the recipe comes from (code location)
     own: bool = False  # the backbone's own eval transform (timm / open_clip), not built here
-    fit: str = "both"  # "both": both sides to the target (aspect ignored); "longest": longest side to the target
+    fit: str = "both"  # "both": both sides to the target (aspect ignored); "longest" / "shorter": that side to
+    # the target, aspect kept
     target: str = "input"  # "input": the model's img_size; "resize_size": --resize-size S (squash)
     upscale: bool = True  # "longest": enlarge an image smaller than the target too (False: only shrink)
     centre_crop: bool = False  # crop the centre img_size x img_size after the resize
@@ -60,6 +63,11 @@ RESIZE_POLICIES.add("squash", ResizePolicy(
     summary="both sides to S (aspect ignored, PIL bilinear), centre crop img_size",
     source="study 1 @02db977 defaults/bases.py:L66-74 (Resize((256, 256)): torchvision's default bilinear; "
            "CenterCrop 224; params.json)"))
+RESIZE_POLICIES.add("crop_shorter", ResizePolicy(  # `--resize crop --resize-size S`
+    fit="shorter", target="resize_size", centre_crop=True, interpolation="bilinear",
+    summary="shorter side to S (aspect kept, PIL bilinear), centre crop img_size",
+    source="torchvision Resize(S) (default bilinear) + CenterCrop(img_size); study 3 (GuanghuiFU/medical_dino_eval) "
+           "utils.py:L22-30: Resize(256), CenterCrop(224)"))
 RESIZE_POLICIES.add("pad", ResizePolicy(
     fit="longest", upscale=False, pad="centre", pad_in="pixels",
     summary="original pixels unscaled (longest side shrunk to img_size only if larger), centred on black",
@@ -71,7 +79,8 @@ RESIZE_POLICIES.add("sam_longest_pad", ResizePolicy(
     source="segment_anything ResizeLongestSide + Sam.preprocess; LiteMedSAM resize_longest_side + pad"))
 RESIZE_POLICIES.add("sam_squash", ResizePolicy(
     fit="both", summary="both sides to img_size (aspect ignored)", source="MedSAM_Inference.py (cubic resize to 1024)"))
-USER_POLICIES = ("crop", "squash", "pad")  # --resize values; the sam_* ones are what `crop` means for the SAM family
+USER_POLICIES = ("crop", "squash", "pad")  # --resize values; `crop` with --resize-size is crop_shorter, and the
+# sam_* ones are what `crop` means for the SAM family
 LONGEST_PAD = "longest_pad"  # data_config["resize_mode"] of SAM / MobileSAM / LiteMedSAM
 
 
@@ -115,6 +124,10 @@ class PolicyGeometry:
     def _shape(self, h: int, w: int) -> tuple[int, int]:
         if self.policy.fit == "both":
             return self.side, self.side
+        if self.policy.fit == "shorter":  # torchvision Resize(int)'s output size
+            short, long = min(h, w), max(h, w)
+            new_long = int(self.side * long / short)
+            return (self.side, new_long) if h <= w else (new_long, self.side)
         if not self.policy.upscale and max(h, w) <= self.side:
             return h, w
         return _longest_side_shape(h, w, self.side)

@@ -45,13 +45,15 @@ def pixel_choice(requested: str | None, spec, say=None) -> str | None:
     """Which pixel cache extract may read: ``requested`` (a path, 'none', or None = auto) checked against
     the spec's resize policy. Pixel caches hold centre squares made by the crop policy (``RESIZE_POLICY``),
     which have lost what ``--resize squash`` (the whole image, squashed) and ``pad`` (the unscaled image
-    on black) need: such runs decode the files, and an explicit pixel cache is refused."""
-    if spec.resize != "crop":
+    on black) need, and were resized to N, not to a ``--resize-size``: such runs decode the files, and an
+    explicit pixel cache is refused."""
+    if not spec.default_preprocessing:
+        name = spec.policy_name
         if requested not in (None, "none"):
-            raise MedfmError(f"--pixels {requested} holds centre-cropped squares, which --resize {spec.resize} "
+            raise MedfmError(f"--pixels {requested} holds centre-cropped squares, which the {name} resize policy "
                              "cannot be made from", "drop --pixels (or pass --pixels none): the images are decoded")
         if say:
-            say(f"--resize {spec.resize}: decoding the image files (pixel caches hold centre-cropped squares)")
+            say(f"resize policy {name}: decoding the image files (pixel caches hold centre-cropped squares)")
         return "none"
     return requested if (requested or reproducible(spec.data_config)) else "none"
 
