@@ -209,6 +209,17 @@ class _BackboneDatasetConfig(_Config):
     split_seed: int = _split_seed_opt()
     grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeat (to RGB) or red (the stem's red-channel "
                                                     "filter only, as study 1's 1-channel stem)")
+    # preprocessing policy (medfm/backbones/preprocess.py, norm.py; README "Preprocessing policies")
+    resize: Literal["crop", "squash", "pad"] = _opt(
+        "crop", "how an image becomes the input square: crop (the backbone's own: shorter side, centre crop), "
+                "squash (study 1: both sides to --resize-size, centre crop) or pad (MedMNIST+: original pixels "
+                "centred on black, shrunk only if larger)")
+    resize_size: int | None = _opt(None, "the side S before the centre crop: squash's square side "
+                                         "[round(img_size * 256 / 224)], or crop's shorter side (torchvision "
+                                         "Resize(S), bilinear) [the backbone's own resize]", ge=16, le=MAX_IMG_SIZE)
+    norm: Literal["backbone", "dataset"] = _opt(
+        "backbone", "normalise with the backbone's mean/std, or the train split's own (per channel, after --resize; "
+                    "one channel with --grey red; computed once and kept beside the caches)")
     duplicates: Duplicates = _duplicates_opt()
     rehash: bool = _rehash_opt()
     allow_missing_class: bool = _allow_missing_class_opt()
@@ -397,6 +408,13 @@ class SweepConfig(_Config):
                                     "(dinov2_vits14=56,mobilenetv2=64; others: their default) [each backbone's default]")
     grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeated to RGB, or through the stem's red filter "
                                                     "only (extraction and fine-tunes)")
+    # preprocessing of every extract and fine-tune (medfm/backbones/preprocess.py); unset: the preset's, else the default
+    resize: Literal["crop", "squash", "pad"] | None = _opt(None, "resize policy of every row: crop, squash or pad "
+                                                                 "(`medfm extract --help`) [the preset's, else crop]")
+    resize_size: int | None = _opt(None, "the side S before every row's centre crop (squash, crop) [the preset's, "
+                                         "else the policy's default]", ge=16, le=MAX_IMG_SIZE)
+    norm: Literal["backbone", "dataset"] | None = _opt(None, "normalisation of every row: backbone or dataset "
+                                                             "[the preset's, else backbone]")
     tokens: bool | None = _opt(None, "store patch tokens [auto: when a head needs them]")
     extract_batch_size: BatchSize = _opt(64, "images per forward pass when extracting, or 'auto' (GPU: largest that fits)")
     duplicates: Duplicates = _duplicates_opt()  # applied to every extract and fine-tune of the sweep

@@ -31,6 +31,7 @@ class Preset:
     unfreeze: tuple[int | str, ...] = ("all",)  # unfrozen rows: last N blocks trained ('all' = full fine-tune), one row each
     finetune: dict = field(default_factory=dict)  # FinetuneConfig settings for every fine-tune
     img_size: int | None = None
+    preprocess: dict = field(default_factory=dict)  # resize / resize_size / norm of every extract and fine-tune
 
 
 PRESETS: Registry[Preset] = Registry("preset", "medfm sweep --list-presets")
@@ -80,3 +81,18 @@ add(name="label_efficiency",
     description="label budgets 1/10/100 % x 3 seeds, linear + kNN, DINOv2-S vs MobileNetV2 on PneumoniaMNIST (minutes on a CPU)",
     backbones=("dinov2_vits14", "mobilenetv2"), datasets=("pneumoniamnist",), heads=("linear", "knn"),
     fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), img_size=112)
+
+
+# ---- MedMNIST+ (Doerrich et al. 2024): the frozen grid, images zero-padded to the 224-px input ----
+MEDMNIST_2D = ("pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
+               "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist")
+add(name="medmnist_plus",
+    description="MedMNIST+ (Doerrich et al. 2024, arXiv 2404.15786): frozen linear probe + kNN (k = 11) on the 2D "
+                "datasets at 28/64/128/224 px, each zero-padded (--resize pad) to the model's 224-px input",
+    # the models of medfm/published/medmnist_plus.csv, by the names its rows use (so --published matches them)
+    backbones=("dino_vitb16", "timm:vit_base_patch16_clip_224.openai", "timm:resnet18", "sam_vitb"),
+    datasets=tuple(f"{d}{s}" for d in MEDMNIST_2D for s in ("", "_64", "_128", "_224")),
+    heads=("linear", "knn"), seeds=(0, 1, 2), img_size=224, preprocess={"resize": "pad"},
+    # MedMNIST+ trains its linear head with AdamW (lr 1e-4, 100 epochs, cosine, best epoch on val); medfm's grid
+    # solver trains with Adam at lr 1e-4 for 100 epochs and picks its L2 on val: the head differs in optimiser.
+    probe={"ks": [11], "solver": "grid", "lrs": [1e-4], "epochs": 100})

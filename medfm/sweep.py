@@ -20,6 +20,7 @@ they are, nothing is duplicated, the rest are computed.
 
 from __future__ import annotations
 
+import json
 import itertools
 import re
 import time
@@ -49,9 +50,10 @@ class Scenario:
 
 
 SCENARIOS = {"frozen": Scenario("probe", heads_for("probe")), "unfrozen": Scenario("finetune", heads_for("finetune"), "unfreeze")}
+PREPROCESS_KEYS = ("resize", "resize_size", "norm")  # a preset's `preprocess`, or the sweep's own options
 # FinetuneConfig keys the sweep sets per row or from its own options (a `finetune:` mapping may not set them)
 SWEEP_OWNED = ("backbone", "dataset", "head", "fraction", "seed", "unfreeze", "weights", "data_root", "img_size", "device",
-               "out", "results", "resume", "overwrite", "grey", "backbones_file")
+               "out", "results", "resume", "overwrite", "grey", "backbones_file", *PREPROCESS_KEYS)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ def resolve_grid(cfg: SweepConfig) -> dict:
         "scenarios": pick(cfg.scenarios, "scenarios", ("frozen",)),
         "unfreeze": pick(cfg.unfreeze, "unfreeze", ("all",)),
         "finetune": {**(preset.finetune if preset else {}), **cfg.finetune},
+        "preprocess": {**(preset.preprocess if preset else {}),
+                       **{k: getattr(cfg, k) for k in PREPROCESS_KEYS if getattr(cfg, k) is not None}},
     }
     if fidelity == "exact":  # the code's models and data lists (e.g. open_clip laion2b CLIP, study 1's DDSM lists)
         grid["backbones"] = list(dict.fromkeys(code.backbone_for(b) for b in grid["backbones"]))
@@ -244,8 +248,9 @@ def check_rows(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool) -> d
         ds = attempt(datasets, d, lambda: create_dataset(d, cfg.data_root, check_images=False))
         # --plan downloads nothing: official weights are then checked as far as random init (size, feature, ...)
         weights = cfg.weights.get(b) or ("random" if cfg.plan_only else None)
+        resize = {k: v for k, v in grid["preprocess"].items() if k != "norm"}
         spec = attempt(backbones, b, lambda: resolve_backbone(b, weights, img_size_for(grid, b), grey=cfg.grey,
-                                                               backbones_file=cfg.backbones_file))
+                                                               backbones_file=cfg.backbones_file, **resize))
         pair = [j for j in jobs if (j.dataset, j.backbone) == (d, b)]
         try:
             for found in (spec, ds):
@@ -308,6 +313,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
                   f"({', '.join(grid['scenarios'])}) = {n_probe} probes over {n_pairs if n_probe else 0} caches"
                   + (f" + {n_ft} fine-tunes (unfreeze {', '.join(map(str, grid['unfreeze']))})" if n_ft else "")
                   + f" (results: {store.path})")
+    if grid["preprocess"]:
+        console.print("  preprocessing: " + ", ".join(f"{k}={v}" for k, v in grid["preprocess"].items()))
     for note in notes:
         console.print(f"  note: {note}")
     if missing and not cfg.plan_only:
@@ -396,7 +403,7 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
     ex = run_extract(ExtractConfig(backbone=b, dataset=d, weights=cfg.weights.get(b), data_root=cfg.data_root,
                                    img_size=img_size_for(grid, b), grey=cfg.grey, tokens=tokens,
                                    batch_size=cfg.extract_batch_size, device=cfg.device, duplicates=cfg.duplicates,
-                                   backbones_file=cfg.backbones_file))
+                                   backbones_file=cfg.backbones_file, **grid["preprocess"]))
     summary["caches"][f"{d}/{b}"] = str(ex.cache)
     cache = FeatureCache(ex.cache)
     for job in jobs:
@@ -416,18 +423,23 @@ def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, 
     """Every fine-tune row of this (dataset, backbone): skipped when stored, resumed when half done."""
     from medfm.finetune.runner import finetune_inputs, finetune_run_key, run_finetune
 
-    inputs = None  # dataset + backbone spec, resolved once for the pair (the same for all its rows)
+    from medfm.config import _BackboneDatasetConfig
+
+    inputs = {}  # dataset + backbone spec, resolved once per distinct dataset/backbone settings (exact rows may differ)
     for job in jobs:
         fcfg = FinetuneConfig(**{**grid["finetune"], "backbone": job.backbone, "dataset": job.dataset,
                                  "weights": cfg.weights.get(job.backbone), "data_root": cfg.data_root, "grey": cfg.grey,
                                  "img_size": img_size_for(grid, job.backbone), "head": job.head, "unfreeze": job.unfreeze,
                                  "fraction": job.fraction, "seed": job.seed, "device": cfg.device, "duplicates": cfg.duplicates,
                                  "results": str(store.path), "resume": True, "overwrite": False,
-                                 "backbones_file": cfg.backbones_file})
+                                 "backbones_file": cfg.backbones_file, **grid["preprocess"]})
         if job.fidelity == "exact":  # the code's settings; what the user set explicitly still wins (and is recorded)
             fcfg = FinetuneConfig(**{**fcfg.to_dict(), **exact_settings(grid, job), **user_overrides(cfg, grid, job)})
-        inputs = inputs or finetune_inputs(fcfg)
-        key = finetune_run_key(fcfg, inputs)  # `out` is not part of the key
+        same = json.dumps({k: v for k, v in fcfg.to_dict().items() if k in _BackboneDatasetConfig.model_fields},
+                          sort_keys=True, default=str)
+        if same not in inputs:
+            inputs[same] = finetune_inputs(fcfg)
+        key = finetune_run_key(fcfg, inputs[same])  # `out` is not part of the key
         fcfg = fcfg.model_copy(update={"out": str(job.folder(out_root, key))})
         _run_row(job, fcfg, key, "finetune", run_finetune, store, advance, fail, fidelity_entry(grid, job, cfg))
 

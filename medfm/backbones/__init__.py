@@ -23,6 +23,9 @@ from medfm.backbones.entry import BackboneEntry
 from medfm.backbones.features import FEATURE_KINDS, TokenOutput
 from medfm.backbones.loaders import LOADERS
 from medfm.backbones.names import find_backbone, is_backbone
+from medfm.backbones.preprocess import (
+    RESIZE_POLICIES, USER_POLICIES, PolicyGeometry, default_resize_size, policy_transform, sam_family_policy,
+)
 from medfm.backbones.weights import Weights, resolve_weights
 from medfm.backbones.zoo import BACKBONES
 from medfm.errors import MedfmError
@@ -62,11 +65,31 @@ class BackboneSpec:
     grey: str = "repeat"  # a key of GREY_MODES
     drop_cutoff: int | None = None  # features from block `drop_cutoff` (0-based): the later blocks never run
     tokens_from: str = "patch"  # a key of TOKEN_SOURCES
+    resize: str = "crop"  # a --resize policy (medfm.backbones.preprocess.USER_POLICIES)
+    resize_size: int | None = None  # squash [round(img_size * 256 / 224)] / crop [the backbone's]: the side S
+    # before the centre crop
 
     @property
     def tokens_source(self) -> str:
         """Where stored / head-read tokens come from: 'attn_pool', or the entry's 'output' / 'last_block'."""
         return "attn_pool" if self.tokens_from == "attn_pool" else self.entry.tokens_from
+
+    @property
+    def policy_name(self) -> str:
+        """The registered resize policy this spec runs: ``crop`` means the backbone's own (the SAM family's is a policy)."""
+        return policy_name(self.resize, self.resize_size, self.data_config)
+
+    @property
+    def default_preprocessing(self) -> bool:
+        """The backbone's own transform, as before resize policies existed (``--resize crop`` without a size)."""
+        return self.resize == "crop" and self.resize_size is None
+
+    def resize_identity(self) -> dict:
+        """The resize policy as recorded: name, recipe, sizes and interpolation."""
+        policy = RESIZE_POLICIES.get(self.policy_name)
+        side = (self.resize_size or default_resize_size(self.img_size)) if policy.target == "resize_size" else None
+        return policy.identity(self.policy_name, self.img_size, side,
+                               policy.interpolation or str(self.data_config["interpolation"]))
 
     def identity(self) -> dict:
         ident = {
@@ -77,6 +100,8 @@ class BackboneSpec:
             "feature": self.feature,
             "preprocessing": {**self.data_config, "channels": GREY_MODES[self.grey]},
         }
+        if not self.default_preprocessing:  # absent by default: caches made before --resize keep their fingerprint
+            ident["preprocessing"]["resize"] = self.resize_identity()
         if self.entry.tag:
             ident["tag"] = self.entry.tag
         if self.entry.resolved:  # open names / user entries: the model configuration itself
@@ -113,22 +138,7 @@ class Backbone:
     def transform(self):
         from torchvision import transforms
 
-        own = self._loader.transform(self.spec) or sam_family_transform(self.spec)  # open_clip's, SAM's own
-        if own is not None:
-            return transforms.Compose([to_rgb, own])
-        import timm.data
-
-        cfg = self.spec.data_config
-        core = timm.data.create_transform(
-            input_size=cfg["input_size"],
-            interpolation=cfg["interpolation"],
-            mean=cfg["mean"],
-            std=cfg["std"],
-            crop_pct=cfg["crop_pct"],
-            crop_mode=cfg.get("crop_mode", "center"),
-            is_training=False,
-        )
-        return transforms.Compose([to_rgb, core])
+        return transforms.Compose([to_rgb, image_transform(self.spec)])
 
     def tokens(self, x: torch.Tensor) -> TokenOutput:
         return self._loader.tokens(self.net, x)
@@ -265,20 +275,69 @@ def entry_data_config(entry: BackboneEntry) -> dict:
     return {**LOADERS[entry.loader].data_config(entry), **entry.preprocess}
 
 
-def sam_family_transform(spec: BackboneSpec):
-    """SAM-style preprocessing (longest side + pad, or min-max scaling), which timm's transforms cannot express."""
-    from medfm.backbones.sam_preprocess import LONGEST_PAD, MINMAX, SamTransform
+def image_transform(spec: BackboneSpec):
+    """RGB PIL image -> the model's normalised input, by the spec's resize policy.
+
+    ``crop`` on a timm / open_clip backbone is its library's own eval transform (unchanged since
+    before policies existed); every other policy, the SAM family's own included, is a ``policy_transform``.
+    """
+    name = spec.policy_name
+    if not RESIZE_POLICIES.get(name).own:
+        return policy_transform(RESIZE_POLICIES.get(name), spec.img_size, spec.data_config, spec.resize_size)
+    own = LOADERS[spec.entry.loader].transform(spec)  # open_clip's
+    if own is not None:
+        return own
+    import timm.data
 
     cfg = spec.data_config
-    if cfg.get("resize_mode") == LONGEST_PAD or cfg.get("normalize") == MINMAX:
-        return SamTransform(cfg, spec.img_size)
-    return None
+    return timm.data.create_transform(
+        input_size=cfg["input_size"],
+        interpolation=cfg["interpolation"],
+        mean=cfg["mean"],
+        std=cfg["std"],
+        crop_pct=cfg["crop_pct"],
+        crop_mode=cfg.get("crop_mode", "center"),
+        is_training=False,
+    )
+
+
+def augmentable_geometry(spec: BackboneSpec) -> list:
+    """PIL -> PIL steps a fine-tune's random augmentation starts from: none for ``crop`` (the augmentation's
+    random crop is taken from the whole image, as before policies existed), the policy's geometry otherwise
+    (squash's 256 -> 224 crop, pad's black canvas), so augmentation acts on what the model would see."""
+    if spec.default_preprocessing:
+        return []
+    policy = RESIZE_POLICIES.get(spec.policy_name)
+    return [PolicyGeometry(policy, spec.img_size, policy.interpolation or str(spec.data_config["interpolation"]),
+                           spec.resize_size)]
+
+
+def policy_name(resize: str, resize_size: int | None, data_config: dict) -> str:
+    """The registered policy a request runs: ``crop`` is the backbone's own (the SAM family's own policy), or
+    ``crop_shorter`` with a ``--resize-size``; ``squash`` and ``pad`` are themselves."""
+    if resize != "crop":
+        return resize
+    if resize_size is not None:
+        return "crop_shorter"
+    return sam_family_policy(data_config) or "crop"
+
+
+def _check_resize(resize: str, resize_size: int | None, size: int) -> None:
+    if resize not in USER_POLICIES:
+        raise MedfmError(f"--resize {resize!r} is not a resize policy", f"use one of: {', '.join(USER_POLICIES)}")
+    if resize_size is not None and RESIZE_POLICIES.get(policy_name(resize, resize_size, {})).target != "resize_size":
+        raise MedfmError(f"--resize-size is the side before the centre crop (squash, crop), but --resize is {resize}",
+                         "drop --resize-size, or use --resize squash or crop")
+    if resize_size is not None and resize_size < size:
+        raise MedfmError(f"--resize-size {resize_size} is smaller than the input size {size}: the centre crop "
+                         "would pad", f"use --resize-size >= {size} (default {default_resize_size(size)})")
 
 
 def resolve_backbone(
     name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
     layers: int | None = None, grey: str = "repeat", backbones_file: str | None = None,
     drop_cutoff: int | None = None, tokens_from: str = "patch",
+    resize: str = "crop", resize_size: int | None = None,
 ) -> BackboneSpec:
     if grey not in GREY_MODES:
         raise MedfmError(f"--grey {grey!r} is not a grey-image mode", f"use one of: {', '.join(GREY_MODES)}")
@@ -309,8 +368,10 @@ def resolve_backbone(
     data_config = entry_data_config(entry)
     size = img_size or entry.img_size or int(data_config["input_size"][-1])
     data_config["input_size"] = (3, size, size)
+    _check_resize(resize, resize_size, size)
     resolved = resolved or _resolve_weights(weights, entry, loader)
-    return BackboneSpec(entry, resolved, feature, size, data_config, layers, grey, drop_cutoff, tokens_from)
+    return BackboneSpec(entry, resolved, feature, size, data_config, layers, grey, drop_cutoff, tokens_from,
+                        resize=resize, resize_size=resize_size)
 
 
 def _check_cutoff_and_tokens(entry, loader, feature, kind, drop_cutoff, tokens_from) -> None:
@@ -345,9 +406,9 @@ def _resolve_weights(weights: str | None, entry: BackboneEntry, loader) -> Weigh
 def create_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
                     device="cpu", layers: int | None = None, grey: str = "repeat",
                     backbones_file: str | None = None, drop_cutoff: int | None = None,
-                    tokens_from: str = "patch") -> Backbone:
+                    tokens_from: str = "patch", resize: str = "crop", resize_size: int | None = None) -> Backbone:
     return resolve_backbone(name, weights, img_size, feature, layers, grey, backbones_file, drop_cutoff,
-                            tokens_from).build(device)
+                            tokens_from, resize, resize_size).build(device)
 
 
 __all__ = ["BACKBONES", "Backbone", "BackboneSpec", "create_backbone", "resolve_backbone", "find_backbone", "is_backbone",

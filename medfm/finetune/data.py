@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from medfm.backbones import Backbone, to_rgb
+from medfm.backbones import Backbone, augmentable_geometry, to_rgb
 from medfm.data.base import Split
 from medfm.data.zoo import DATASETS
 from medfm.errors import MedfmError
@@ -131,7 +131,9 @@ def train_transform(backbone: Backbone, aug: Augmentation):
             raise MedfmError(f"{backbone.spec.entry.name}'s preprocessing has no ToTensor step to augment before",
                              "use another --augment policy")
         return T.Compose(steps[:at] + _random_steps(aug, size, interp) + steps[at:])
-    steps = [to_rgb, *_random_steps(aug, size, interp)]
+    # --resize squash/pad: the random steps act on what the model would see (the squashed crop, the padded
+    # canvas); crop: on the whole image, as before policies existed
+    steps = [to_rgb, *augmentable_geometry(backbone.spec), *_random_steps(aug, size, interp)]
     steps += [T.ToTensor(), T.Normalize(cfg["mean"], cfg["std"])]
     return T.Compose(steps)
 

@@ -19,6 +19,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import check_grey_mode, resolve_backbone
+from medfm.backbones.norm import stats_workers, with_dataset_norm
 from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
@@ -33,7 +34,7 @@ from medfm.finetune.model import FinetuneModel, param_groups
 from medfm.heads import HEADS
 from medfm.metrics import compute_metrics
 from medfm.heads.deit_weights import with_deit_identity
-from medfm.identity import finetune_identity, with_identity
+from medfm.identity import finetune_identity, preprocessing_record, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import class_weights, label_budget, rows_sha256
 from medfm.ui import console, progress
@@ -41,6 +42,7 @@ from medfm.ui import console, progress
 # settings that do not change what a run computes (where it writes, how it is launched)
 # (grey is in the backbone identity's preprocessing instead, so keys of runs made before it existed stay valid)
 NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model", "grey",
+                "resize", "resize_size", "norm",  # in the backbone identity's preprocessing, as grey
                 "backbones_file",  # where the user's entry was read; the entry itself is in the backbone identity
                 "drop_cutoff", "tokens_from")  # in the backbone identity when set, so earlier keys stay valid
 
@@ -50,9 +52,13 @@ def finetune_inputs(cfg: FinetuneConfig):
     dataset = create_dataset(cfg.dataset, cfg.data_root, metric=cfg.metric, **dataset_options(cfg))
     check_grey_mode(cfg.grey, dataset)
     reads_tokens = HEADS.get(cfg.head).reads == "tokens"  # --tokens-from matters only to a head that reads tokens
-    return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
-                                     backbones_file=cfg.backbones_file, drop_cutoff=cfg.drop_cutoff,
-                                     tokens_from=cfg.tokens_from if reads_tokens else "patch")
+    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
+                            backbones_file=cfg.backbones_file, drop_cutoff=cfg.drop_cutoff,
+                            tokens_from=cfg.tokens_from if reads_tokens else "patch", resize=cfg.resize,
+                            resize_size=cfg.resize_size)
+    if cfg.norm == "dataset":  # the train split's mean/std (computed once, kept beside the caches)
+        spec = with_dataset_norm(spec, dataset, stats_workers(cfg.num_workers), say=console.print)
+    return dataset, spec
 
 
 # study 1's training options (issue 17), left out of a run's key and identity while at these defaults, so
@@ -265,6 +271,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "weights_sha256": spec.weights.sha256,
         "feature": spec.feature if head_spec.reads == "pooled" else "tokens",
         "img_size": spec.img_size,
+        "preprocessing": preprocessing_record(spec.identity()["preprocessing"]),
         "head": cfg.head,
         "unfreeze": unfreeze,
         "blocks": n_blocks,

@@ -26,7 +26,7 @@ from medfm.heads import HEADS
 from medfm.probe.tokens import TokenRows
 from medfm.protocol import bootstrap_ci
 from medfm.heads.deit_weights import with_deit_identity
-from medfm.identity import probe_identity, with_identity
+from medfm.identity import preprocessing_record, probe_identity, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import label_budget, rows_sha256
 from medfm.ui import console
@@ -126,6 +126,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
         "weights_sha256": bb_meta["weights"]["sha256"],
         "feature": bb_meta["feature"],
         "img_size": bb_meta["preprocessing"]["input_size"][-1],
+        "preprocessing": preprocessing_record(bb_meta["preprocessing"]),
         "head": cfg.head,
         "fraction": cfg.fraction,
         "seed": cfg.seed,
