@@ -190,6 +190,11 @@ def plan_jobs(grid: dict) -> tuple[list[Job], list[str]]:
     return jobs, notes
 
 
+def _unfreeze_values(jobs: list[Job]) -> list[str]:
+    """The depths the planned fine-tune rows train (exact frozen rows: 0), in plan order."""
+    return list(dict.fromkeys(str(j.unfreeze) for j in jobs if j.kind == "finetune"))
+
+
 def exact_settings(grid: dict, job: Job) -> dict:
     """The FinetuneConfig keys of an exact row: the study code's table for the row, then the sweep's own
     ``--finetune`` settings (recorded as overrides: they are no longer the code's)."""
@@ -311,7 +316,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     console.print(f"sweep plan: {len(grid['backbones'])} backbones x {len(grid['datasets'])} datasets x "
                   f"{len(grid['heads'])} heads x {len(grid['fractions'])} label budgets x {len(grid['seeds'])} seeds "
                   f"({', '.join(grid['scenarios'])}) = {n_probe} probes over {n_pairs if n_probe else 0} caches"
-                  + (f" + {n_ft} fine-tunes (unfreeze {', '.join(map(str, grid['unfreeze']))})" if n_ft else "")
+                  + (f" + {n_ft} fine-tunes (unfreeze {', '.join(_unfreeze_values(jobs))})" if n_ft else "")
                   + f" (results: {store.path})")
     if grid["preprocess"]:
         console.print("  preprocessing: " + ", ".join(f"{k}={v}" for k, v in grid["preprocess"].items()))
