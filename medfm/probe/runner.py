@@ -25,7 +25,8 @@ from medfm.metrics import check_metric_for_task, compute_metrics
 from medfm.heads import HEADS
 from medfm.probe.tokens import TokenRows
 from medfm.protocol import bootstrap_ci
-from medfm.identity import probe_identity, with_identity
+from medfm.heads.deit_weights import with_deit_identity
+from medfm.identity import preprocessing_record, probe_identity, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import label_budget, rows_sha256
 from medfm.ui import console
@@ -60,7 +61,8 @@ def probe_metric(cfg: ProbeConfig, cache: FeatureCache) -> str:
 
 def probe_run_key(cfg: ProbeConfig, cache: FeatureCache) -> str:
     """The results-store key of this probe: cache fingerprint, head, metric and every setting that matters."""
-    settings = cfg.to_dict() | {"cache": None, "out": None, "results": None, "overwrite": None, "device": None}
+    settings = with_deit_identity(cfg.to_dict()) | {"cache": None, "out": None, "results": None, "overwrite": None,
+                                                    "device": None}
     for picker in ("dataset", "backbone"):  # which caches a bare `medfm probe` picks; keys made before them stay valid
         settings.pop(picker)
     identity = {"kind": "probe", "cache": cache.meta["fingerprint"], "head": cfg.head, "metric": probe_metric(cfg, cache),
@@ -124,6 +126,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
         "weights_sha256": bb_meta["weights"]["sha256"],
         "feature": bb_meta["feature"],
         "img_size": bb_meta["preprocessing"]["input_size"][-1],
+        "preprocessing": preprocessing_record(bb_meta["preprocessing"]),
         "head": cfg.head,
         "fraction": cfg.fraction,
         "seed": cfg.seed,
@@ -151,7 +154,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
         record["predictions"] = {"test": {"y_true": y_te.tolist(), "y_score": np.round(p_test, 5).tolist()}}
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
     record["run_key"] = key
-    with_identity(record, probe_identity(cfg.to_dict(), cache.meta, metric, spec.reads == "tokens"))
+    with_identity(record, probe_identity(with_deit_identity(cfg.to_dict()), cache.meta, metric, spec.reads == "tokens"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"probe": cfg.to_dict()}, indent=2))
     return finish_run(out, record, store, "probe")

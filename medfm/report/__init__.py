@@ -177,6 +177,9 @@ def run_report(cfg: ReportConfig) -> dict:
           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     md += ["| " + " | ".join(_row(g, status, pub_cells)) + " |" for g in board]
     md += ["", "Backbone ranking (mean rank over datasets): " + ", ".join(f"{b} {r:.2f}" for b, r in ranks.items()), ""]
+    from medfm.fidelity import report_lines  # issue 17: per row group, the fidelity it ran and its departures
+
+    md += report_lines(board)
     dup_notes = duplicate_notes(records)
     md += [f"Duplicates in the data: {n}" for n in dup_notes] + ([""] if dup_notes else [])
     for section in stat_sections:

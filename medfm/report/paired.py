@@ -235,7 +235,8 @@ def compare_datasets(board: list[Group], n_boot: int) -> list[DatasetComparison]
 
 # --------------------------------------------------------------------- frozen vs fine-tuned, per budget
 
-BACKBONE_MATCH = ("backbone", "weights", "weights_sha256", "img_size", "grey")  # the same backbone, frozen or tuned
+BACKBONE_MATCH = ("backbone", "weights", "weights_sha256", "img_size", "grey", "resize", "norm",
+                  "drop_cutoff")  # the same backbone and preprocessing, frozen or tuned
 
 
 @dataclass
