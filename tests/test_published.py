@@ -63,3 +63,15 @@ def test_compare_matches_entries_and_names_protocol_differences(tmp_path):
     assert matched[0].protocol_differences == ("published k=11; medfm ran k=10,20,50",)
     assert matched[1].protocol_differences == ()
     assert [u.backbone for u in unmatched] == ["resnet50"]
+
+
+def test_shipped_study_plot_values_are_marked_as_read_off_a_plot():
+    rows = read_published(SHIPPED / "mansoori2025.csv")
+    by_key = {(r.dataset, r.backbone, r.metric): r for r in rows}
+    # ../shared/PUBLISHED.md, Mansoori et al. 2025 plot: CBIS-DDSM ROC-AUC DINOv2-B .966, CheXpert AIMv2-H .819,
+    # ISIC2019 recall SAM2-B .845, APTOS2019 QWK AIMv2-L .915
+    assert by_key[("cbis_ddsm", "dinov2_vitb14", "roc_auc")].value == pytest.approx(0.966)
+    assert by_key[("chexpert", "aimv2_h14", "roc_auc")].value == pytest.approx(0.819)
+    assert by_key[("isic2019", "sam2_b", "recall_macro")].value == pytest.approx(0.845)
+    assert by_key[("aptos2019", "aimv2_l14", "quadratic_kappa")].value == pytest.approx(0.915)
+    assert len(rows) == 4 * 6 and all(r.note.startswith("read off a plot, ± 0.002") for r in rows)
