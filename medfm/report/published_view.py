@@ -10,8 +10,8 @@ metric the rows recorded on test is offered (mean over seeds), so a published ac
 The settings compared with the published ones (``medfm.published`` names the differences) are the ones
 medfm ran: the linear head's optimiser (``lbfgs``: exact logistic regression, or ``adam`` with its lrs
 and epochs for the grid solver), the kNN ``k`` values swept, a fine-tune's optimiser (AdamW), lr, epochs
-and schedule, the resize policy (``crop`` for rows that predate the choice: it was the only one) and the
-metric that chose hyper-parameters.
+and schedule, the resize policy (the identity's ``resize``; ``crop``, the default, where it records none)
+and the metric that chose hyper-parameters.
 """
 
 from __future__ import annotations
