@@ -215,7 +215,7 @@ def test_published_accepts_a_shipped_table_by_name_and_a_missing_file_stops_the_
     from medfm.report import run_report
 
     assert resolve_published("medmnist_plus") == SHIPPED / "medmnist_plus.csv"
-    with pytest.raises(MedfmError, match="not found .* shipped table: medmnist_plus"):
+    with pytest.raises(MedfmError, match="not found .* shipped table: mansoori2025, medmnist_plus"):
         run_report(ReportConfig(results=str(store), out=str(tmp_path / "report"), published=str(tmp_path / "nope.csv")))
     assert not (tmp_path / "report").exists()
 
