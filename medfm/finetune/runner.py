@@ -32,7 +32,7 @@ from medfm.finetune.engine import lr_lambdas, predict, train_epoch
 from medfm.finetune.initfrom import init_identity, load_init
 from medfm.finetune.model import FinetuneModel, param_groups
 from medfm.heads import HEADS
-from medfm.metrics import compute_metrics
+from medfm.metrics import compute_metrics, stored_scores
 from medfm.heads.deit_weights import with_deit_identity
 from medfm.identity import finetune_identity, preprocessing_record, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
@@ -308,7 +308,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     }
     # per-sample test scores, as probe rows keep them: the report's paired tests score entries on the same rows
     record["predictions"] = {"test": {"y_true": np.asarray(dataset.splits["test"].labels).tolist(),
-                                      "y_score": np.round(probs["test"], 5).tolist()}}
+                                      "y_score": stored_scores(probs["test"])}}
     with_identity(record, finetune_identity(identity_settings(cfg), dataset.name, dataset.identity, spec.identity(), metric, unfreeze,
                                             n_blocks, head_spec.reads == "tokens"))
     full = model_state(wrapped, model) if cfg.save_model else None  # collective under FSDP

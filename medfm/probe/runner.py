@@ -21,7 +21,7 @@ from medfm.config import ProbeConfig
 from medfm.data.splits import stratified_partition
 from medfm.errors import MedfmError
 from medfm.distributed import pick_device
-from medfm.metrics import check_metric_for_task, compute_metrics
+from medfm.metrics import check_metric_for_task, compute_metrics, stored_scores
 from medfm.heads import HEADS
 from medfm.probe.tokens import TokenRows
 from medfm.protocol import bootstrap_ci
@@ -151,7 +151,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
     if getattr(head, "history_", None):
         record["history"] = head.history_
     if cfg.store_predictions:
-        record["predictions"] = {"test": {"y_true": y_te.tolist(), "y_score": np.round(p_test, 5).tolist()}}
+        record["predictions"] = {"test": {"y_true": y_te.tolist(), "y_score": stored_scores(p_test)}}
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
     record["run_key"] = key
     with_identity(record, probe_identity(with_deit_identity(cfg.to_dict()), cache.meta, metric, spec.reads == "tokens"))

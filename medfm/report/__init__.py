@@ -26,7 +26,7 @@ from medfm.errors import MedfmError
 from medfm.published import read_published, resolve_published
 from medfm.report import figures, sections, stat_figures
 from medfm.report.across import across_datasets
-from medfm.report.paired import compare_datasets, frozen_vs_tuned
+from medfm.report.paired import compare_datasets, exact_vs_fast, frozen_vs_tuned
 from medfm.report.published_view import match
 from medfm.identity import NOT_IN_OLD_ROWS, flat_identity, identity_of
 from medfm.report.aggregate import Group, backbone_ranks, group_rows, leaderboard
@@ -124,6 +124,9 @@ def run_report(cfg: ReportConfig) -> dict:
     across = across_datasets(board)
     tuned, tuned_notes = frozen_vs_tuned(groups, cfg.bootstrap)
     stat_sections = [sections.pairwise(comparisons), sections.across(across), sections.frozen_tuned(tuned, tuned_notes)]
+    exact, exact_notes = exact_vs_fast(groups, cfg.bootstrap)
+    if exact or exact_notes:  # only where rows of both fidelities exist
+        stat_sections.append(sections.exact_fast(exact, exact_notes))
     pub_cells = None
     if published is not None:
         matched, unmatched = match(board, published)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as sps
 
+from medfm.metrics import compute_metrics
 from medfm.protocol import BOOT_BLOCK, _resampled_metric
 from medfm.report.aggregate import Group
 from medfm.stats import delong, holm
@@ -59,8 +60,19 @@ def scored(g: Group) -> Scored:
     y = np.asarray(preds[0]["y_true"])
     if not all(np.array_equal(np.asarray(p["y_true"]), y) for p in preds):
         return Scored(g, why_not="its seeds were scored on different test labels")
+    scores = [np.asarray(p["y_score"], dtype=np.float64) for p in preds]
+    for r, s in zip(g.rows, scores):  # the stored scores must give the recorded number, or nothing is paired
+        recorded = (r.get("test") or {}).get(g.metric)
+        if recorded is None or not r.get("task"):
+            continue
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            again = compute_metrics(r["task"], y, s, [g.metric])[g.metric]
+        if not (abs(again - recorded) <= 1e-6 or (again != again and recorded != recorded)):
+            return Scored(g, why_not=f"its stored test predictions give {g.metric} {again:.4f}, not the recorded "
+                                     f"{recorded:.4f} (scores rounded by an older medfm): rerun the row to compare it")
     digest = hashlib.sha256(np.ascontiguousarray(y, dtype=np.int64).tobytes() + str(y.shape).encode()).hexdigest()
-    return Scored(g, f"{content}:{digest}", y, [np.asarray(p["y_score"], dtype=np.float64) for p in preds])
+    return Scored(g, f"{content}:{digest}", y, scores)
 
 
 def resampled_means(entries: list[Scored], metric: str, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -283,4 +295,64 @@ def frozen_vs_tuned(groups: list[Group], n_boot: int) -> tuple[list[FrozenVsTune
         correct([m.pair for m in made])
         out += made
     out.sort(key=lambda m: (m.dataset, m.backbone, m.frozen.title, m.tuned.title, m.fraction))
+    return out, notes
+
+
+# ------------------------------------------------------------------------------- exact vs fast fidelity
+
+
+def fidelity_of(g: Group) -> str | None:
+    """The fidelity a group's rows ran ('fast' or 'exact', from each record's ``fidelity`` entry), or None."""
+    modes = {(r.get("fidelity") or {}).get("mode") for r in g.rows}
+    return modes.pop() if len(modes) == 1 else None
+
+
+def _scenario(g: Group) -> str:
+    """'frozen' for a probe and for a fine-tune that trains no backbone block; else how deep it trained."""
+    unfreeze = g.identity.get("unfreeze")
+    return "frozen" if g.kind == PROBE or str(unfreeze) == "0" else f"unfreeze {unfreeze}"
+
+
+@dataclass
+class ExactVsFast:
+    """Exact minus fast fidelity: one backbone, head, scenario and label budget on the same test rows (issue 17:
+    what caching un-augmented features and medfm's preprocessing change, against the study code's online run)."""
+
+    fast: Group
+    exact: Group
+    pair: Pair  # a = exact, b = fast
+
+    dataset = property(lambda self: self.fast.dataset)
+    fraction = property(lambda self: self.fast.fraction)
+    scenario = property(lambda self: _scenario(self.fast))
+
+
+def exact_vs_fast(groups: list[Group], n_boot: int) -> tuple[list[ExactVsFast], list[str]]:
+    """Every (fast, exact) pair of one dataset, backbone name, head, scenario, metric and label budget, with the
+    paired bootstrap (and DeLong for binary ROC-AUC) of exact minus fast; Holm over the pairs of a dataset.
+    The backbone is matched by name only: the two fidelities preprocess differently on purpose."""
+    notes: list[str] = []
+    cells: dict[tuple, dict[str, list[Scored]]] = defaultdict(lambda: {"fast": [], "exact": []})
+    for g in groups:
+        mode = fidelity_of(g)
+        if mode in ("fast", "exact"):
+            cells[(g.dataset, g.metric, g.fraction, g.backbone, g.head, _scenario(g))][mode].append(scored(g))
+    per_rows: dict[tuple, list[tuple[Scored, Scored]]] = defaultdict(list)
+    for _key, sides in sorted(cells.items(), key=lambda kv: str(kv[0])):
+        for f, x in itertools.product(sides["fast"], sides["exact"]):
+            why = f.why_not or x.why_not or ("" if f.rows == x.rows else "scored on different test rows")
+            if why:
+                notes.append(f"{f.group.dataset} {f.group.title} vs {x.group.title}: not compared ({why})")
+                continue
+            per_rows[(f.group.dataset, f.group.metric, f.rows)].append((f, x))
+    out: list[ExactVsFast] = []
+    for (_dataset, metric, _), pairs in sorted(per_rows.items(), key=lambda kv: kv[0][:2]):
+        members = list({id(e): e for fx in pairs for e in fx}.values())
+        at = {id(e): i for i, e in enumerate(members)}
+        boots = resampled_means(members, metric, n_boot)
+        made = [ExactVsFast(f.group, x.group, make_pair(x, f, boots[at[id(x)]], boots[at[id(f)]], metric))
+                for f, x in pairs]
+        correct([m.pair for m in made])
+        out += made
+    out.sort(key=lambda m: (m.dataset, m.fast.backbone, m.fast.head, m.scenario, m.fraction))
     return out, notes
