@@ -89,7 +89,45 @@ def real_features(device: str):
 
     ex = run_extract(ExtractConfig(backbone="mobilenetv2", dataset="pneumoniamnist", img_size=64, device=device))
     data, _ = load_splits(FeatureCache(ex.cache), seed=0)
-    return data["train"], data["val"], data["test"]
+    return ex.cache, (data["train"], data["val"], data["test"])
+
+
+def budget_sweep(cache_path, fractions, seeds, repeats: int) -> None:
+    """Issue 16's second table: a label-budget sweep of the default head on one cache, each row run in this
+    process one probe at a time (each opens and reads the cache, as ``medfm probe`` does) vs the sweep's way
+    (``LoadedCache``: read and verified once). Same rows: same ``train_rows_sha256``, metrics within 1e-3."""
+    import tempfile
+
+    from medfm.probe.loaded import LoadedCache
+    from medfm.probe.runner import run_probe
+    from medfm.ui import console
+
+    rows = [(f, s) for f in fractions for s in seeds]
+
+    def run(tmp, tag, loaded):
+        records = {}
+        for f, s in rows:
+            cfg = ProbeConfig(cache=str(cache_path), fraction=f, seed=s, results=f"{tmp}/{tag}.sqlite", out=f"{tmp}/{tag}-{f}-{s}")
+            records[(f, s)] = run_probe(cfg, loaded) if loaded is not None else run_probe(cfg)
+        return records
+
+    times = {"one by one": [], "cache loaded once": []}
+    with tempfile.TemporaryDirectory() as tmp, console.capture():  # the probes' own progress lines are not the table
+        for r in range(repeats):
+            start = time.perf_counter()
+            alone = run(tmp, f"alone{r}", None)
+            times["one by one"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            swept = run(tmp, f"loaded{r}", LoadedCache(cache_path))
+            times["cache loaded once"].append(time.perf_counter() - start)
+    same_rows = all(alone[k]["train_rows_sha256"] == swept[k]["train_rows_sha256"] for k in rows)
+    worst = max(abs(alone[k][split][m] - swept[k][split][m]) for k in rows for split in ("val", "test") for m in alone[k][split])
+    one, once = min(times["one by one"]), min(times["cache loaded once"])
+    print(f"\nlabel-budget sweep: {len(fractions)} fractions x {len(seeds)} seeds = {len(rows)} probes of the default "
+          f"linear head, in this process, best of {repeats} interleaved runs")
+    print("| cache | one probe at a time | cache loaded once | ratio | same train_rows_sha256 | largest metric difference |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {cache_path.name} | {one:.2f} s | {once:.2f} s | **{one / once:.2f}x** | {same_rows} | {worst:.1e} |", flush=True)
 
 
 def main() -> None:
@@ -99,6 +137,8 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=5)
     ap.add_argument("--no-real", action="store_true")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--fractions", default="0.05,0.1,0.25,0.5,1.0", help="the label-budget sweep's fractions")
+    ap.add_argument("--seeds", default="0,1,2", help="the label-budget sweep's seeds")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each side, interleaved; the best of each is compared")
     args = ap.parse_args()
     wds = ProbeConfig(cache="-").wds
@@ -116,10 +156,14 @@ def main() -> None:
         results.append(compare(f"synthetic {args.classes}-class", X, y, Xv, yv, Xt, yt, wds, args.device,
                                need=1.0 if n < 20000 else 3.0, repeats=args.repeats))
     if not args.no_real:
-        (X, y), (Xv, yv), (Xt, yt) = real_features(args.device)
+        cache_path, ((X, y), (Xv, yv), (Xt, yt)) = real_features(args.device)
         results.append(compare("PneumoniaMNIST, MobileNetV2 @ 64 px", X, y, Xv, yv, Xt, yt, wds, args.device, need=1.0,
                                repeats=args.repeats))
-    print(f"{sum(r['ok'] for r in results)} of {len(results)} rows PASS; load average {os.getloadavg()[0]:.2f} at the end")
+    print(f"{sum(r['ok'] for r in results)} of {len(results)} rows PASS; load average {os.getloadavg()[0]:.2f}")
+    if not args.no_real:
+        budget_sweep(cache_path, [float(f) for f in args.fractions.split(",")], [int(s) for s in args.seeds.split(",")],
+                     args.repeats)
+        print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":
