@@ -60,10 +60,10 @@ class _Objective:
     """
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, task: str, sample_weight: torch.Tensor | None,
-                 label_weight: torch.Tensor | None, block_rows: int | None = None):
+                 label_weight: torch.Tensor | None, block_rows: int | None = None, num_classes: int | None = None):
         self.X, self.task = X, task
         n, self.d = X.shape
-        self.k = 1 if task == "binary" else (y.shape[1] if task == "multilabel" else int(y.max()) + 1)
+        self.k = 1 if task == "binary" else (y.shape[1] if task == "multilabel" else max(int(y.max()) + 1, num_classes or 0))
         if block_rows is None:
             block_rows = max(64, _BLOCK_BYTES // max(1, self.d * X.element_size())) if X.device.type == "cpu" else n
         self.block = block_rows
@@ -253,19 +253,20 @@ def _lbfgs(objective: _Objective, penalty: _Penalty, history: _History, theta: t
 def fit_path(X, y, task: str, weight_decays: Sequence[float], *, sample_weight=None, label_weight=None,
              tol: float = 1e-4, max_iter: int = 1000, dtype: torch.dtype = torch.float32,
              device: str | torch.device = "cpu", block_rows: int | None = None,
-             threads: int | None = None) -> list[PathFit]:
+             threads: int | None = None, num_classes: int | None = None) -> list[PathFit]:
     """One fit per weight decay (returned in the order given), solved from the largest to the smallest.
 
     ``X``: ``[N, D]`` features (already normalised; a float32 tensor is used as it is); ``y``: ``[N]`` class
     indices, or ``[N, L]`` 0/1 with ``IGNORE`` for unknown entries (multilabel). ``sample_weight``
     (single-label) weights rows; ``label_weight`` (multilabel) is each label's positive weight. ``threads``
-    (CPU): row ranges worked in parallel, torch's thread count by default.
+    (CPU): row ranges worked in parallel, torch's thread count by default. ``num_classes`` (multiclass): the
+    dataset's class count, when a class has no train row (its logit is then driven down, never chosen).
     """
     Xt = torch.as_tensor(X, dtype=dtype, device=device).contiguous()
     yt = torch.as_tensor(np.asarray(y), device=device)
     sw = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float64, device=device)
     lw = None if label_weight is None else torch.as_tensor(np.asarray(label_weight), dtype=torch.float64, device=device)
-    objective = _Objective(Xt, yt, task, sw, lw, block_rows)
+    objective = _Objective(Xt, yt, task, sw, lw, block_rows, num_classes)
     with objective.workers(torch.get_num_threads() if threads is None else threads):
         return _path(objective, weight_decays, tol, max_iter)
 

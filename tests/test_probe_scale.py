@@ -76,3 +76,15 @@ def test_threaded_objective_equals_one_thread():
     for a, b in zip(one, two):
         assert a.converged and b.converged
         assert torch.allclose(a.coef, b.coef, atol=1e-4) and torch.allclose(a.intercept, b.intercept, atol=1e-4)
+
+
+def test_a_class_without_train_rows_gets_a_column_and_no_probability():
+    from medfm.heads.linear import LinearProbe
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 8))
+    y = (X[:, :4] + rng.gumbel(size=(400, 4))).argmax(1)
+    train, val = y != 3, np.arange(400) >= 300  # class 3, the last, never in train; in val it is
+    probe = LinearProbe("multiclass", "roc_auc").fit(X[train], y[train], X[val], y[val], num_classes=4)
+    p = probe.predict_proba(X[val])
+    assert p.shape == (val.sum(), 4) and p[:, 3].max() < 1e-3 and np.isfinite(probe.val_scores_).all()

@@ -190,7 +190,7 @@ class LinearProbe(Head):
         label_weight = weight if weight is not None and self.task == "multilabel" else None
         task = "binary" if self.task == "binary" and c == 2 else self.task
         fits = fit_path(self.scaler_.transform32(X), y, task, self.wds, sample_weight=sample_weight,
-                        label_weight=label_weight, device=self.device)
+                        label_weight=label_weight, device=self.device, num_classes=c if task == "multiclass" else None)
         Xv = self.scaler_.transform(X_val)
         self.val_scores_ = np.array([self._safe_score(y_val, path_proba(f, Xv, task)) for f in fits])
         best = self._best(self.val_scores_)
