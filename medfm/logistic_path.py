@@ -20,7 +20,7 @@ Why it is fast (measured in ``benchmarks/bench_probe.py``; the profile is in ben
   stopped is the next fit's starting evaluation: a warm start costs no pass over ``X``.
 - The L-BFGS curvature pairs move along the path too: the penalty is quadratic, so a pair ``(s, y)``
   of one weight decay is exactly ``(s, y + (wd' - wd) P s)`` for the next (``P`` masks the intercept).
-  The first step of every later fit is a full quasi-Newton step instead of a short steepest-descent one.
+  Every later fit's first step is a steepest-descent one scaled by their curvature, the rest quasi-Newton.
 - The L-BFGS state (history, line search, convergence test) is float64.
 """
 
@@ -201,6 +201,17 @@ class _History:
     def clear(self) -> None:
         self.pairs.clear(), self.ys.clear()
 
+    def first_direction(self, g: torch.Tensor) -> torch.Tensor:
+        """A fit's first step: steepest descent, as scikit-learn's (scipy restarts L-BFGS for every fit), but
+        scaled by the carried curvature instead of ``1/||g||``. Why not a quasi-Newton step with the carried
+        pairs: below wd 1e-4 the gradient test leaves a flat valley of solutions, and that step lands in it
+        farther from scikit-learn's point (measured: val AUC 2.3e-3 apart at wd 1e-4 on PneumoniaMNIST,
+        against 1.5e-3), for 0-3 passes saved per path."""
+        if not self.pairs:
+            return self.direction(g)
+        s, y = self.pairs[-1][0], self.ys[-1]
+        return -g * (float(s @ y) / float(y @ y))
+
     def direction(self, g: torch.Tensor) -> torch.Tensor:
         """``-H g`` by the two-loop recursion; a short steepest-descent step when there is no history."""
         if not self.pairs:
@@ -227,7 +238,7 @@ def _lbfgs(objective: _Objective, penalty: _Penalty, history: _History, theta: t
     f, g = penalty.add(f_data, g_data, theta, wd)
     evaluations, it = 0, 0
     while float(g.abs().max()) > tol and it < max_iter:
-        d = history.direction(g)
+        d = history.direction(g) if it else history.first_direction(g)
         slope = float(g @ d)
         if slope >= 0:  # not a descent direction (numerical trouble): restart from steepest descent
             history.clear()
