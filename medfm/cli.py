@@ -97,6 +97,7 @@ def probe(settings: dict, config: str | None, as_json: bool):
 
 
 def _list_presets() -> None:
+    from medfm.fidelity import STUDIES
     from medfm.presets import PRESETS
 
     for name, p in PRESETS.items():
@@ -104,7 +105,8 @@ def _list_presets() -> None:
                     f"{', '.join(f'{k}={v}' for k, v in p.finetune.items()) or 'the fine-tune defaults'}"
                     if "unfrozen" in p.scenarios else "")
         typer.echo(f"{name}: {p.description}\n  backbones: {', '.join(p.backbones)}\n  datasets: {', '.join(p.datasets)}"
-                   f"\n  heads: {', '.join(p.heads)}; scenarios: {', '.join(p.scenarios)}{unfrozen}")
+                   f"\n  heads: {', '.join(p.heads)}; scenarios: {', '.join(p.scenarios)}{unfrozen}"
+                   f"\n  fidelity: {p.fidelity}" + (f" (--fidelity exact follows {STUDIES[p.code].source})" if p.code else ""))
 
 
 SWEEP_PROBE_SHORTCUTS = ("epochs", "head_depth", "deit_weights", "bootstrap")  # ProbeConfig keys, into sweep.probe
@@ -178,6 +180,9 @@ def run(
     params: Annotated[Optional[str], typer.Option("--params", help="first study's params.json (mapped; used/ignored keys are listed)")] = None,
     config: Annotated[Optional[str], typer.Option("--config", help="medfm config (YAML/JSON) with extract + probe, or finetune sections")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only print how --params maps onto medfm")] = False,
+    fidelity: Annotated[str, typer.Option("--fidelity", help="--params: fast (medfm's cached path) or exact (as the "
+                                                             "study's code ran it; every setting listed with its code "
+                                                             "location)")] = "fast",
     as_json: JsonOpt = False,
 ):
     """Run a whole experiment from one file: the first study's params.json or medfm's own config."""
@@ -185,7 +190,9 @@ def run(
 
     if (params is None) == (config is None):
         raise MedfmError("give exactly one of --params and --config", "see `medfm run --help`")
-    record = run_study_params(params, dry_run) if params else run_config_file(config)
+    if fidelity != "fast" and params is None:
+        raise MedfmError("--fidelity applies to --params (a study's params.json)", "drop --fidelity, or pass --params")
+    record = run_study_params(params, dry_run, fidelity) if params else run_config_file(config)
     if as_json or dry_run:
         _emit(record, True)
     elif "headline_metric" in record:

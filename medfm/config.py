@@ -199,9 +199,27 @@ class _BackboneDatasetConfig(_Config):
                                 le=MAX_IMG_SIZE)
     feature: str | None = _opt(None, "pooled feature kind: cls, mean, cls+mean, pooled, trunk "
                                      "[the backbone's (the studies') default; `medfm backbones --features`]")
+    # issue 17 (study 1's code): features from an intermediate block; CoCa's attention-pooler tokens
+    drop_cutoff: int | None = _opt(None, "features from block N (0-based; study 1's partial.drop_cutoff): the blocks "
+                                         "after it never run, a ViT's final norm is applied to block N's output "
+                                         "[none: the whole model]", ge=0)
+    tokens_from: Literal["patch", "attn_pool"] = _opt("patch", "tokens attention heads read: patch (the backbone's "
+                                                               "patch tokens) or attn_pool (CoCa: pooled token + the "
+                                                               "attention pooler's 255 outputs, as study 1)")
     split_seed: int = _split_seed_opt()
     grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeat (to RGB) or red (the stem's red-channel "
                                                     "filter only, as study 1's 1-channel stem)")
+    # preprocessing policy (medfm/backbones/preprocess.py, norm.py; README "Preprocessing policies")
+    resize: Literal["crop", "squash", "pad"] = _opt(
+        "crop", "how an image becomes the input square: crop (the backbone's own: shorter side, centre crop), "
+                "squash (study 1: both sides to --resize-size, centre crop) or pad (MedMNIST+: original pixels "
+                "centred on black, shrunk only if larger)")
+    resize_size: int | None = _opt(None, "the side S before the centre crop: squash's square side "
+                                         "[round(img_size * 256 / 224)], or crop's shorter side (torchvision "
+                                         "Resize(S), bilinear) [the backbone's own resize]", ge=16, le=MAX_IMG_SIZE)
+    norm: Literal["backbone", "dataset"] = _opt(
+        "backbone", "normalise with the backbone's mean/std, or the train split's own (per channel, after --resize; "
+                    "one channel with --grey red; computed once and kept beside the caches)")
     duplicates: Duplicates = _duplicates_opt()
     rehash: bool = _rehash_opt()
     allow_missing_class: bool = _allow_missing_class_opt()
@@ -244,16 +262,35 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
     unfreeze: int | Literal["all"] = _opt(0, "train the last N blocks (0 = frozen backbone, 'all' or -1 = full fine-tune)")
     head: str = _opt("linear", f"head: {heads_help('finetune')} (`medfm heads`)")
     head_depth: int = _opt(12, "deit head: DeiT-B blocks (study 1 uses all 12)", ge=1)
-    deit_weights: str | None = _opt(None, "deit head: DeiT-B checkpoint [random init]")
+    deit_weights: str | None = _opt(None, "deit head: ImageNet DeiT-B start: omit for deit_base_patch16_224.fb_in1k "
+                                          "($MEDFM_DEIT_WEIGHTS, the weights folder, or the hub), PATH to a checkpoint "
+                                          "(timm keys), or 'random' (random init, explicitly)")
     metric: str | None = _opt(None, "early-stopping / best-checkpoint metric [the dataset's headline]")
     epochs: int = _opt(100, "training epochs", ge=1)
     batch_size: int = _opt(32, "global batch per step, split over torchrun processes", ge=1)
     grad_accum: int = _opt(1, "steps accumulated per optimiser update", ge=1)
     lr: float = _opt(1e-4, "peak learning rate of the last unfrozen block (study 1: 1e-4)", gt=0)
     head_lr: float | None = _opt(None, "head learning rate [--lr]", gt=0)
-    weight_decay: float = _opt(1e-5, "AdamW decoupled decay (study 1: 1e-5); none on norms/biases/tokens", ge=0)
+    weight_decay: float = _opt(1e-5, "AdamW decoupled decay (study 1: 1e-5); none on what --no-decay names", ge=0)
     layer_decay: float = _opt(1.0, "block i of L gets lr * layer_decay**(L - 1 - i)", gt=0, le=1)
-    warmup_steps: int = _opt(1000, "linear warm-up (optimiser steps; capped at a tenth of the run)", ge=0)
+    warmup_steps: int = _opt(1000, "linear warm-up (optimiser steps; with --schedule cosine capped at a tenth of the run)",
+                             ge=0)
+    # study 1's training as ordinary options (issue 17; code locations in medfm/finetune/engine.py, model.py, data.py)
+    schedule: Literal["cosine", "constant"] = _opt("cosine", "after the warm-up: cosine to 0 (medfm), or constant "
+                                                             "(study 1's LinearWarmup, no cap on the warm-up)")
+    warmup_start_lr: float = _opt(0.0, "the warm-up rises linearly from this rate (study 1: 1e-8)", ge=0)
+    warmup_epochs: float | None = _opt(None, "warm-up length in epochs (x optimiser steps per epoch), overrides "
+                                             "--warmup-steps (study 1: 5 for APTOS/DDSM)", ge=0)
+    no_decay: Literal["biases_norms_tokens", "biases_norms"] = _opt(
+        "biases_norms_tokens", "parameters without weight decay: biases, 1-D parameters (norms) and position/CLS/"
+                               "register tokens (medfm), or biases and 1-D parameters only (study 1)")
+    drop_last: bool = _opt(False, "drop the last incomplete training batch of each epoch (study 1's trainloader)")
+    backbone_eval: bool = _opt(False, "keep the whole backbone in eval mode, trained blocks too (dropout/drop-path "
+                                      "off, BatchNorm statistics fixed), as study 1's frozen-backbone forward does")
+    init_from: str | None = _opt(None, "start from a saved fine-tune: PATH to its model.pt or best.pt (strict key "
+                                       "match; path and sha256 recorded) (study 1's transfer_learning_params)")
+    init_from_parts: Literal["all", "backbone"] = _opt("all", "what --init-from loads: backbone and head, or the "
+                                                              "backbone only (study 1: backbone only; a new head)")
     grad_clip: float | None = _opt(1.0, "max global grad norm (null in a --config file = off)", gt=0)
     amp: bool = _opt(True, "bf16 autocast on CUDA (CPU always trains in fp32)")
     grad_checkpointing: bool = _opt(False, "recompute block activations in the backward pass (less memory)")
@@ -346,7 +383,9 @@ class ProbeConfig(_Config):
     ks: list[int] = _opt([10, 20, 50, 100, 200], "knn head: k values swept, best on val")
     temperature: float = _opt(0.07, "knn head: weight of a neighbour = exp(cosine / temperature)", gt=0)
     head_depth: int = _opt(12, "deit head: DeiT-B blocks kept, 1..12", ge=1, le=12)
-    deit_weights: str | None = _opt(None, "deit head: ImageNet DeiT-B checkpoint (timm keys) [random init]")
+    deit_weights: str | None = _opt(None, "deit head: ImageNet DeiT-B start: omit for deit_base_patch16_224.fb_in1k "
+                                          "($MEDFM_DEIT_WEIGHTS, the weights folder, or the hub), PATH to a checkpoint "
+                                          "(timm keys), or 'random' (random init, explicitly)")
     head_lr: float = _opt(1e-4, "deit head: AdamW learning rate", gt=0)
     head_batch_size: int = _opt(64, "deit head: mini-batch size", ge=1)
     bootstrap: int = _opt(1000, "test-set bootstrap resamples for the 95% CI (0 = none)", ge=0)
@@ -369,6 +408,13 @@ class SweepConfig(_Config):
                                     "(dinov2_vits14=56,mobilenetv2=64; others: their default) [each backbone's default]")
     grey: Literal["repeat", "red"] = _opt("repeat", "grey images: repeated to RGB, or through the stem's red filter "
                                                     "only (extraction and fine-tunes)")
+    # preprocessing of every extract and fine-tune (medfm/backbones/preprocess.py); unset: the preset's, else the default
+    resize: Literal["crop", "squash", "pad"] | None = _opt(None, "resize policy of every row: crop, squash or pad "
+                                                                 "(`medfm extract --help`) [the preset's, else crop]")
+    resize_size: int | None = _opt(None, "the side S before every row's centre crop (squash, crop) [the preset's, "
+                                         "else the policy's default]", ge=16, le=MAX_IMG_SIZE)
+    norm: Literal["backbone", "dataset"] | None = _opt(None, "normalisation of every row: backbone or dataset "
+                                                             "[the preset's, else backbone]")
     tokens: bool | None = _opt(None, "store patch tokens [auto: when a head needs them]")
     extract_batch_size: BatchSize = _opt(64, "images per forward pass when extracting, or 'auto' (GPU: largest that fits)")
     duplicates: Duplicates = _duplicates_opt()  # applied to every extract and fine-tune of the sweep
@@ -385,6 +431,11 @@ class SweepConfig(_Config):
                                                     "[preset's, else all]")
     finetune: dict = _opt({}, "any `medfm finetune` setting for every fine-tune, e.g. epochs=10")
     plan_only: bool = _opt(False, "print the plan (and what is done), run nothing", cli={"flag": "--plan"})
+    # issue 17 (fidelity): how closely the rows follow the study's code (medfm.fidelity)
+    fidelity: Literal["fast", "exact"] | None = _opt(None, "fast: medfm's cached path (frozen rows = extract + probe); "
+                                                          "exact: the preset's study as its code ran it (every row a "
+                                                          "fine-tune, frozen rows with unfreeze 0; needs --preset) "
+                                                          "[the preset's, else fast]")
 
 
 class ReportConfig(_Config):
@@ -392,9 +443,13 @@ class ReportConfig(_Config):
     EXAMPLE: ClassVar[str] = "medfm report --results medfm-runs/results.sqlite"
     results: str | None = _opt(None, "results store (SQLite) to read [$MEDFM_RUNS/results.sqlite]")
     out: str = _opt("medfm-report", "output folder")
-    bootstrap: int = _opt(1000, "resamples for the seed-pooled 95% CI", ge=0)
+    bootstrap: int = _opt(1000, "resamples for the seed-pooled 95% CI and the paired tests (0: none; binary ROC-AUC "
+                                "pairs still get DeLong's test)", ge=0)
     kind: Literal["probe", "finetune"] | None = _opt(None, "only probe or finetune rows")
     dataset: list[str] = _opt([], "only these datasets")
     fraction: list[float] = _opt([], "only these label budgets")
     where: list[str] = _opt([], "only rows whose run identity has FIELD=VALUE, e.g. backbone=mobilenetv2, "
                                 "weights=random, img_size=224, unfreeze=2 (a field given twice: either value)")
+    published: str | None = _opt(None, "CSV of published numbers (dataset, backbone, protocol, image_size, metric, value, "
+                                       "source, note[, settings]) shown beside matching entries; shipped: "
+                                       "medfm/published/*.csv")

@@ -24,8 +24,9 @@ PROBE_NOT_SETTINGS = ("cache", "out", "results", "overwrite", "device", "seed", 
 # fine-tune settings that are identity fields of their own (the rest of the run key's settings are the
 # fine-tune's settings; where it writes and how it is launched are in neither)
 FINETUNE_OWN_FIELDS = ("backbone", "dataset", "weights", "img_size", "feature", "split_seed", "head", "fraction",
-                       "unfreeze", "metric", "seed", "grey",
-                       "out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model")
+                       "unfreeze", "metric", "seed", "grey", "resize", "resize_size", "norm",
+                       "out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model",
+                       "drop_cutoff", "tokens_from")  # backbone fields (in its identity when set)
 GREY_BY_CHANNELS = {"grey repeated to RGB": "repeat", "grey through the stem's red-channel filter only (1-channel stem)": "red"}
 # what the old rows of a store did not record (the report names them)
 NOT_IN_OLD_ROWS = ("grey mode", "layers", "dataset content", "head settings other than the chosen grid")
@@ -47,7 +48,26 @@ def _backbone_fields(bb: dict) -> dict:
         "layers": int(bb.get("layers", {}).get("last", 1)),
         "img_size": int(pre["input_size"][-1]) if pre.get("input_size") else None,
         "grey": GREY_BY_CHANNELS.get(pre.get("channels"), pre.get("channels")),
-    }
+        **_preprocessing_fields(pre),
+    } | ({"drop_cutoff": bb["drop_cutoff"]} if bb.get("drop_cutoff") is not None else {})  # absent unset: hashes kept
+
+
+def preprocessing_record(pre: dict) -> dict:
+    """What a run record says about its preprocessing, from a backbone identity's ``preprocessing``."""
+    return {"resize": pre.get("resize", {"policy": "crop"}), "norm": pre.get("norm", "backbone"),
+            "mean": list(pre.get("mean") or []), "std": list(pre.get("std") or []), "channels": pre.get("channels")}
+
+
+def _preprocessing_fields(pre: dict) -> dict:
+    """--resize and --norm, present only when not the defaults (crop, backbone): rows made before they
+    existed keep their identity. The policy's sizes and the statistics are in the cache fingerprint."""
+    fields = {}
+    if pre.get("resize"):
+        r = pre["resize"]
+        fields["resize"] = r["policy"] + (f"{r['resize_size']}" if r.get("resize_size") else "")
+    if pre.get("norm"):
+        fields["norm"] = pre["norm"].get("kind", "dataset")
+    return fields
 
 
 def probe_identity(settings: dict, cache_meta: dict, metric: str, head_reads_tokens: bool) -> dict:
@@ -88,7 +108,7 @@ def finetune_identity(settings: dict, dataset: str, dataset_identity: dict, back
         "dataset_sha256": fingerprint(dataset_identity),
         "metric": metric,
         **_backbone_fields(backbone_identity),
-        "tokens": "tokens" if head_reads_tokens else None,
+        "tokens": (backbone_identity.get("tokens_from", "tokens") if head_reads_tokens else None),
         "dtype": None,
         "pixels": None,
         "head": settings["head"],
@@ -181,7 +201,10 @@ _BACKBONE_TOKENS = {
     "img_size": lambda v, i: f"@{v}" if v is not None else None,
     "feature": lambda v, i: f"[{v}]" if v else None,
     "layers": lambda v, i: f"last{v}" if v is not None else None,
+    "drop_cutoff": lambda v, i: f"block{v}" if v is not None else None,
     "grey": lambda v, i: f"grey={v}" if v else None,
+    "resize": lambda v, i: f"resize={v}" if v else None,
+    "norm": lambda v, i: f"norm={v}" if v else None,
     "dtype": lambda v, i: v,
     "pixels": lambda v, i: f"pixels{v}" if v else None,
     "tokens": lambda v, i: f"tokens={v}" if v else None,

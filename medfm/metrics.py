@@ -87,6 +87,58 @@ def roc_auc(y_true, y_score):
     return _auc_per_column(onehot, y_score)
 
 
+@_metric("roc_auc_ovo", ("multiclass",), "macro one-vs-one ROC-AUC over class pairs (Hand & Till; sklearn "
+         "multi_class='ovo'); nan when y_true lacks a class")
+def roc_auc_ovo(y_true, y_score):
+    y_score = np.asarray(y_score, dtype=np.float64)
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) != y_score.shape[1]:
+        return float("nan")
+    return float(skm.roc_auc_score(y_true, y_score, multi_class="ovo", average="macro"))
+
+
+@_metric("roc_auc_study1", TASKS, "study 1's roc_auc: binary AUC, multiclass one-vs-one (0.5 when a class is "
+         "missing), multilabel mean over labels with 0.5 for a label without positives (utils/metrics.py:L21-39, L102-107)")
+def roc_auc_study1(y_true, y_score):
+    """ROC-AUC as study 1's code logs it (sajjad-sh33/Medical-Transfer-Learning @02db977, ``utils/metrics.py``).
+
+    Single-label (L68-71, L102-107): the softmax of the last class for two classes, else the rows,
+    into ``roc_auc_score(..., multi_class='ovo')``; any failure (a class absent from the split)
+    scores 0.5. Multilabel (``mean_roc_auc``, L21-39): the mean over ALL labels, a label without
+    positives counting 0.5 (medfm's ``roc_auc`` leaves such a label out). Its sample weights
+    (1e-6 for negatives, 1 + 1e-6 for positives) are constant within each class, so they do not
+    change the AUC; they are passed as the code passes them. A label with positives but no
+    negatives makes the code's sklearn call raise (its run stops): nan here. Targets marked
+    ``IGNORE`` are left out of their label (the study has none: U-Zeros). The code rounds every
+    logged value to 3 decimals (L110-116); this does not.
+    """
+    y_score = np.asarray(y_score, dtype=np.float64)
+    y_true = np.asarray(y_true)
+    if y_true.ndim == 2:
+        return _mean_auc_study1(y_true, y_score)
+    try:
+        score = y_score[:, -1] if y_score.shape[1] == 2 else y_score
+        return float(skm.roc_auc_score(y_true, score, average="macro", multi_class="ovo"))
+    except ValueError:  # the code's bare `except:` -> 0.5 (L105-107)
+        return 0.5
+
+
+def _mean_auc_study1(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    aucs = []
+    for c in range(y_true.shape[1]):
+        known = y_true[:, c] != IGNORE
+        t = y_true[known, c].astype(np.float64)
+        tar = (t + t**2) / 2
+        if tar.sum() == 0:
+            aucs.append(0.5)
+        elif tar.sum() == len(tar):
+            return float("nan")
+        else:
+            aucs.append(skm.roc_auc_score(tar, y_score[known, c], average="macro", sample_weight=t**2 + 1e-06,
+                                          multi_class="ovo"))
+    return float(np.mean(aucs))
+
+
 @_metric("accuracy", TASKS, "fraction correct (multilabel: mean per-label accuracy at 0.5)")
 def accuracy(y_true, y_score):
     y_true = np.asarray(y_true)
@@ -119,6 +171,13 @@ def precision_macro(y_true, y_score):
     return float(skm.precision_score(y_true, _pred(y_score), labels=labels, average="macro", zero_division=0))
 
 
+@_metric("recall_macro", ("binary", "multiclass"), "unweighted mean of per-class recall over the classes in y_true "
+         "or the predictions (study 1's `recall`, ISIC's headline; = balanced_accuracy unless a class is predicted "
+         "but absent)")
+def recall_macro(y_true, y_score):
+    return float(skm.recall_score(y_true, _pred(y_score), average="macro", zero_division=0))
+
+
 @_metric("cohen_kappa", ("binary", "multiclass"), "Cohen's kappa (unweighted)")
 def cohen_kappa(y_true, y_score):
     return float(skm.cohen_kappa_score(y_true, _pred(y_score)))
@@ -149,3 +208,12 @@ def check_metric_for_task(name: str, task: str) -> None:
             f"metric {name!r} does not apply to a {task} task",
             f"choose one of {', '.join(metrics_for_task(task))}",
         )
+
+
+def stored_scores(y_score: np.ndarray) -> list:
+    """Test scores as a record stores them: exactly the values the metrics were computed from, unrounded.
+
+    Rounding (to 5 decimals, as records did before) ties scores that differ by less than the rounding step, and
+    a barely-trained head's scores all lie within 1e-5 of each other: its stored AUC could then differ from the
+    recorded one by 0.3. Every metric recomputed from these values equals the recorded one."""
+    return np.asarray(y_score).tolist()  # float32 or float64 values, each exactly a Python float

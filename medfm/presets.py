@@ -25,10 +25,13 @@ class Preset:
     fractions: tuple[float, ...] = (1.0,)
     seeds: tuple[int, ...] = (0,)
     scenarios: tuple[str, ...] = ("frozen",)  # frozen: extract + probe rows; unfrozen: medfm finetune rows
+    fidelity: str = "fast"  # what the preset runs unless --fidelity says otherwise (medfm.fidelity)
+    code: str | None = None  # the study code `--fidelity exact` follows (a medfm.fidelity.STUDIES name), None: no exact
     probe: dict = field(default_factory=dict)  # ProbeConfig settings for every probe
     unfreeze: tuple[int | str, ...] = ("all",)  # unfrozen rows: last N blocks trained ('all' = full fine-tune), one row each
     finetune: dict = field(default_factory=dict)  # FinetuneConfig settings for every fine-tune
     img_size: int | None = None
+    preprocess: dict = field(default_factory=dict)  # resize / resize_size / norm of every extract and fine-tune
 
 
 PRESETS: Registry[Preset] = Registry("preset", "medfm sweep --list-presets")
@@ -48,12 +51,12 @@ add(name="mansoori2025",
     description="Mansoori et al. 2025 (arXiv 2505.19779): 7 foundation-model families, linear vs DeiT head, frozen vs unfrozen",
     backbones=("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14", "mae_vitb16", "mae_vitl16", "mae_vith14",
                "aimv2_l14", "aimv2_h14", "coca_vitb32", "coca_vitl14", "sam2_b", "sam2_l",
-               "clip_vitb16", "vmamba_b"),
+               "openclip_vitb16", "vmamba_b"),  # the code's CLIP: open_clip ViT-B-16 laion2b_s34b_b88k (clip.py:L8)
     datasets=STUDY_DATASETS, heads=("linear", "deit"), scenarios=("frozen", "unfrozen"), img_size=224,
     # unfrozen = the whole backbone trains (its code can also train from `partial.unfreeze_cutoff` on:
     # override `unfreeze` to reproduce such a partial run)
     probe={"solver": "grid"},  # the study trains its frozen heads with an optimiser, not to convergence
-    unfreeze=("all",), finetune=STUDY1_TRAINING)
+    unfreeze=("all",), finetune=STUDY1_TRAINING, fidelity="fast", code="study1")
 add(name="huix2024",
     description="Huix et al., WACV 2024 (arXiv 2310.19522): {frozen, unfrozen} x {linear, appended DeiT head}",
     backbones=("sam_vitb", "seem_focalt", "dinov2_vitb14", "openclip_vitb16", "blip_vitb", "deit_b", "dino_vitb16",
@@ -61,7 +64,8 @@ add(name="huix2024",
     datasets=STUDY_DATASETS, heads=("linear", "deit"), scenarios=("frozen", "unfrozen"), img_size=224,
     # unfrozen = end-to-end fine-tuning of the whole backbone; STUDIES.md lists no schedule of its own for
     # this study, so it trains with study 1's settings (same four datasets, same two heads)
-    probe={"solver": "grid"}, unfreeze=("all",), finetune=STUDY1_TRAINING)
+    # exact: study 1's code (the DeiT head and trainer it shares; its own code is not read here)
+    probe={"solver": "grid"}, unfreeze=("all",), finetune=STUDY1_TRAINING, fidelity="fast", code="study1")
 add(name="huang2024",
     description="Huang et al., COMPSAC 2024 (arXiv 2402.07595): DINOv2 S/B/L vs ImageNet CNNs, 5,000-resample bootstrap CIs",
     backbones=("vgg16", "resnet50", "densenet121", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14"),
@@ -71,8 +75,24 @@ add(name="huang2024",
     # decay, scheduler or clipping, batch 32, 100 epochs, Resize 256 -> CenterCrop 224 only (no augmentation).
     # medfm's schedule is always warm-up + cosine; warm-up 0 leaves the cosine decay as the one difference.
     unfreeze=("all",), finetune={"epochs": 100, "batch_size": 32, "lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 0,
-                                 "grad_clip": None, "augment": "none"})
+                                 "grad_clip": None, "augment": "none"},
+    fidelity="fast", code="study3")
 add(name="label_efficiency",
     description="label budgets 1/10/100 % x 3 seeds, linear + kNN, DINOv2-S vs MobileNetV2 on PneumoniaMNIST (minutes on a CPU)",
     backbones=("dinov2_vits14", "mobilenetv2"), datasets=("pneumoniamnist",), heads=("linear", "knn"),
     fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), img_size=112)
+
+
+# ---- MedMNIST+ (Doerrich et al. 2024): the frozen grid, images zero-padded to the 224-px input ----
+MEDMNIST_2D = ("pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
+               "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist")
+add(name="medmnist_plus",
+    description="MedMNIST+ (Doerrich et al. 2024, arXiv 2404.15786): frozen linear probe + kNN (k = 11) on the 2D "
+                "datasets at 28/64/128/224 px, each zero-padded (--resize pad) to the model's 224-px input",
+    # the models of medfm/published/medmnist_plus.csv, by the names its rows use (so --published matches them)
+    backbones=("dino_vitb16", "timm:vit_base_patch16_clip_224.openai", "timm:resnet18", "sam_vitb"),
+    datasets=tuple(f"{d}{s}" for d in MEDMNIST_2D for s in ("", "_64", "_128", "_224")),
+    heads=("linear", "knn"), seeds=(0, 1, 2), img_size=224, preprocess={"resize": "pad"},
+    # MedMNIST+ trains its linear head with AdamW (lr 1e-4, 100 epochs, cosine, best epoch on val); medfm's grid
+    # solver trains with Adam at lr 1e-4 for 100 epochs and picks its L2 on val: the head differs in optimiser.
+    probe={"ks": [11], "solver": "grid", "lrs": [1e-4], "epochs": 100})

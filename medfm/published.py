@@ -154,15 +154,30 @@ def compare(entries: list[dict], published: list[PublishedRow]) -> tuple[list[Co
     """Published rows matched to medfm entries, and the published rows no entry matches.
 
     An entry is a dict with ``dataset, backbone, protocol, image_size, metric, value`` and ``settings``
-    (the settings of the run that are comparable with published ones, e.g. ``{"k": "10,20,50"}``).
+    (the settings of the run that are comparable with published ones, e.g. ``{"k": "10,20,50"}``). Several
+    entries may match one published row (e.g. two medfm runs of one backbone at different input sizes):
+    each gets its comparison, none is dropped.
     """
-    by_key = {(e["dataset"], e["backbone"], e["protocol"], e.get("image_size"), e["metric"]): e for e in entries}
+    by_key: dict[tuple, list[dict]] = {}
+    for e in entries:
+        by_key.setdefault((e["dataset"], e["backbone"], e["protocol"], e.get("image_size"), e["metric"]), []).append(e)
     matched, unmatched = [], []
     for row in published:
-        entry = by_key.get(row.key())
-        if entry is None:
+        found = by_key.get(row.key(), [])
+        if not found:
             unmatched.append(row)
-            continue
-        matched.append(Comparison(entry, row, float(entry["value"]) - row.value,
-                                  _protocol_differences(entry.get("settings", {}), row.settings)))
+        matched += [Comparison(entry, row, float(entry["value"]) - row.value,
+                               _protocol_differences(entry.get("settings", {}), row.settings)) for entry in found]
     return matched, unmatched
+
+
+def resolve_published(text: str) -> Path:
+    """``--published``: a CSV file, or the name of a table medfm ships (``medmnist_plus``)."""
+    path = Path(text)
+    if path.is_file():
+        return path
+    shipped = SHIPPED / f"{text}.csv"
+    if shipped.is_file() and path.parent == Path("."):
+        return shipped
+    names = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.csv")))
+    raise MedfmError(f"published-numbers file {text} not found", f"give a CSV file or a shipped table: {names}")

@@ -199,6 +199,20 @@ class ResultsStore:
                 time.sleep(1 + attempt)
         return False
 
+    def annotate(self, key: str, extra: dict, results_json: Path | None = None) -> bool:
+        """Merge ``extra`` into the stored record of ``key`` (and into ``results_json`` when it holds that run):
+        facts about how a row was planned (``medfm sweep``'s fidelity and departures) that the stage itself does
+        not know. The run key and headline are untouched. False when ``key`` is not stored."""
+        with closing(self._connect()) as con, con:
+            found = con.execute("SELECT record FROM results WHERE run_key = ?", (key,)).fetchone()
+            if found is None:
+                return False
+            record = {**json.loads(found[0]), **extra}
+            con.execute("UPDATE results SET record = ? WHERE run_key = ?", (json.dumps(record), key))
+        if results_json is not None and finished_record(results_json.parent, key) is not None:
+            write_json_atomic(results_json, {**json.loads(results_json.read_text()), **extra})
+        return True
+
     def records(self, **where) -> list[dict]:
         """Full records, oldest first; ``where`` filters on the indexed columns (e.g. dataset='busi')."""
         allowed = {"kind", "dataset", "backbone", "head", "feature", "seed", "fraction", "run_key"}

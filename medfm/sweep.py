@@ -8,6 +8,10 @@ Two scenarios (a study's "frozen" and "unfrozen" rows):
   each in its own deterministic run folder under the sweep's ``out``, so a killed fine-tune resumes
   from its last checkpoint when the sweep is rerun.
 
+Fidelity (``medfm.fidelity``): ``fast`` is the path above; ``exact`` (a preset with study code) plans every
+row as a fine-tune with the study code's settings (frozen rows, and study 1's DeiT-head rows, with
+``unfreeze=0``), and every row's record gets the fidelity it ran and its departures with code locations.
+
 Every row has a results-store key computed before any model is built (``probe_run_key`` /
 ``finetune_run_key``, the same functions the stages store under); a row whose key is already
 present is skipped. A killed sweep is therefore simply rerun: rows stored before the kill stay as
@@ -16,6 +20,7 @@ they are, nothing is duplicated, the rest are computed.
 
 from __future__ import annotations
 
+import json
 import itertools
 import re
 import time
@@ -23,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
+from rich.markup import escape
 
 from medfm.config import ExtractConfig, ProbeConfig, SweepConfig
 from medfm.errors import MedfmError
+from medfm.fidelity import STUDIES, Row, base_name, missing_options, record_entry
 from medfm.finetune import FinetuneConfig
 from medfm.paths import runs_root
 from medfm.presets import PRESETS
@@ -43,9 +50,10 @@ class Scenario:
 
 
 SCENARIOS = {"frozen": Scenario("probe", heads_for("probe")), "unfrozen": Scenario("finetune", heads_for("finetune"), "unfreeze")}
+PREPROCESS_KEYS = ("resize", "resize_size", "norm")  # a preset's `preprocess`, or the sweep's own options
 # FinetuneConfig keys the sweep sets per row or from its own options (a `finetune:` mapping may not set them)
 SWEEP_OWNED = ("backbone", "dataset", "head", "fraction", "seed", "unfreeze", "weights", "data_root", "img_size", "device",
-               "out", "results", "resume", "overwrite", "grey", "backbones_file")
+               "out", "results", "resume", "overwrite", "grey", "backbones_file", *PREPROCESS_KEYS)
 
 
 @dataclass(frozen=True)
@@ -57,15 +65,21 @@ class Job:
     seed: int
     scenario: str = "frozen"
     unfreeze: int | str | None = None  # unfrozen rows: last N blocks trained
+    fidelity: str = "fast"  # exact: a fine-tune with the study code's settings, whatever the scenario
 
     @property
     def kind(self) -> str:
-        return SCENARIOS[self.scenario].kind
+        return "finetune" if self.fidelity == "exact" else SCENARIOS[self.scenario].kind
 
     @property
     def label(self) -> str:
         depth = f" u{self.unfreeze}" if self.unfreeze is not None else ""
-        return f"{self.dataset}/{self.backbone}/{self.head}{depth} f={self.fraction:g} seed={self.seed}"
+        exact = f" [exact {self.scenario}]" if self.fidelity == "exact" else ""
+        return f"{self.dataset}/{self.backbone}/{self.head}{depth} f={self.fraction:g} seed={self.seed}{exact}"
+
+    def row(self) -> Row:
+        """The row as the fidelity tables see it (the dataset's base name, no protocol)."""
+        return Row(self.backbone, base_name(self.dataset), self.head, self.scenario, self.unfreeze)
 
     def folder(self, out_root: Path, key: str = "") -> Path:
         """The row's run folder, a function of the row and its run key: a rerun finds a killed fine-tune's
@@ -89,7 +103,15 @@ def resolve_grid(cfg: SweepConfig) -> dict:
     def pick(mine, field, default):
         return list(mine) or list(getattr(preset, field, ()) if preset else ()) or list(default)
 
+    fidelity = cfg.fidelity or (preset.fidelity if preset else "fast")
+    code = STUDIES[preset.code] if preset and preset.code else None
+    if fidelity == "exact" and code is None:
+        raise MedfmError("--fidelity exact follows a study's code, and " + (f"preset {preset.name} has none"
+                         if preset else "this sweep names no preset"),
+                         "pass --preset mansoori2025, huix2024 or huang2024 (or --fidelity fast)")
     grid = {
+        "fidelity": fidelity,
+        "code": code.name if code else None,
         "backbones": pick(cfg.backbones, "backbones", ()),
         "datasets": pick(cfg.datasets, "datasets", ()),
         "heads": pick(cfg.heads, "heads", ("linear",)),
@@ -100,7 +122,12 @@ def resolve_grid(cfg: SweepConfig) -> dict:
         "scenarios": pick(cfg.scenarios, "scenarios", ("frozen",)),
         "unfreeze": pick(cfg.unfreeze, "unfreeze", ("all",)),
         "finetune": {**(preset.finetune if preset else {}), **cfg.finetune},
+        "preprocess": {**(preset.preprocess if preset else {}),
+                       **{k: getattr(cfg, k) for k in PREPROCESS_KEYS if getattr(cfg, k) is not None}},
     }
+    if fidelity == "exact":  # the code's models and data lists (e.g. open_clip laion2b CLIP, study 1's DDSM lists)
+        grid["backbones"] = list(dict.fromkeys(code.backbone_for(b) for b in grid["backbones"]))
+        grid["datasets"] = list(dict.fromkeys(code.dataset_for(d) for d in grid["datasets"]))
     sizes = grid["img_size"]
     if isinstance(sizes, dict) and set(sizes) - set(grid["backbones"]):
         extra = sorted(set(sizes) - set(grid["backbones"]))[0]
@@ -118,7 +145,7 @@ def resolve_grid(cfg: SweepConfig) -> dict:
     bad = [f for f in grid["fractions"] if not 0 < f <= 1]
     if bad:
         raise MedfmError(f"label fraction {bad[0]} is out of range", "use fractions in (0, 1], e.g. --fractions 0.01,0.1,1.0")
-    if "unfrozen" in grid["scenarios"]:
+    if "unfrozen" in grid["scenarios"] or fidelity == "exact":
         grid["finetune"] = _check_finetune(grid)
     return grid
 
@@ -144,19 +171,57 @@ def _check_finetune(grid: dict) -> dict:
 def plan_jobs(grid: dict) -> tuple[list[Job], list[str]]:
     """Every row, grouped by (dataset, backbone); and a note per head a scenario cannot run."""
     jobs, notes = [], []
+    exact = grid.get("fidelity") == "exact"
     for s in grid["scenarios"]:
-        sc = SCENARIOS[s]
+        sc = SCENARIOS["unfrozen" if exact else s]  # exact: every row runs through the fine-tune path
         for h in grid["heads"]:
             if h not in sc.heads:
                 notes.append(f"head {h} has no {s} rows ({s} heads: {', '.join(sc.heads)})")
     for d, b in itertools.product(grid["datasets"], grid["backbones"]):
         for s in grid["scenarios"]:
-            sc = SCENARIOS[s]
-            depths = grid[sc.depth_axis] if sc.depth_axis else [None]
+            sc = SCENARIOS["unfrozen" if exact else s]
+            depths = grid[SCENARIOS[s].depth_axis] if SCENARIOS[s].depth_axis else [None]
             for h, u, f, seed in itertools.product(grid["heads"], depths, grid["fractions"], grid["seeds"]):
-                if h in sc.heads:
-                    jobs.append(Job(b, d, h, float(f), int(seed), s, u))
+                if h not in sc.heads:
+                    continue
+                if exact:  # the depth the code really trains (frozen: 0; study 1's DeiT-head rows: 0)
+                    u = STUDIES[grid["code"]].unfreeze_rule(Row(b, base_name(d), h, s, u))
+                jobs.append(Job(b, d, h, float(f), int(seed), s, u, "exact" if exact else "fast"))
     return jobs, notes
+
+
+def _unfreeze_values(jobs: list[Job]) -> list[str]:
+    """The depths the planned fine-tune rows train (exact frozen rows: 0), in plan order."""
+    return list(dict.fromkeys(str(j.unfreeze) for j in jobs if j.kind == "finetune"))
+
+
+def exact_settings(grid: dict, job: Job) -> dict:
+    """The FinetuneConfig keys of an exact row: the study code's table for the row, then the sweep's own
+    ``--finetune`` settings (recorded as overrides: they are no longer the code's)."""
+    settings = STUDIES[grid["code"]].row_settings(job.row())
+    settings.pop("dataset", None)  # the job's dataset is already the code's (resolve_grid)
+    return settings
+
+
+def fidelity_entry(grid: dict, job: Job, cfg: SweepConfig) -> dict:
+    """The ``fidelity`` part of a row's record: the mode, the code followed, the departures (with code locations)."""
+    code = STUDIES[grid["code"]] if grid.get("code") else None
+    overrides = user_overrides(cfg, grid, job) if job.fidelity == "exact" else None
+    return record_entry(job.fidelity, code, job.row() if code else None, overrides)
+
+
+def user_overrides(cfg: SweepConfig, grid: dict, job: Job) -> dict:
+    """What the user set over an exact row's code settings: ``--finetune`` keys, ``--weights`` for its backbone,
+    ``--img-size`` (recorded in the row's fidelity entry: those settings are no longer the code's)."""
+    mine = {k: grid["finetune"][k] for k in cfg.finetune}
+    if job.backbone in cfg.weights:
+        mine["weights"] = cfg.weights[job.backbone]
+    if cfg.img_size and img_size_for(grid, job.backbone) is not None:
+        mine["img_size"] = img_size_for(grid, job.backbone)
+    for key in ("resize", "resize_size", "norm"):  # the sweep's own preprocessing options (issue 15/17), when set
+        if getattr(cfg, key, None) is not None:
+            mine[key] = getattr(cfg, key)
+    return mine
 
 
 def img_size_for(grid: dict, backbone: str) -> int | None:
@@ -188,8 +253,9 @@ def check_rows(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool) -> d
         ds = attempt(datasets, d, lambda: create_dataset(d, cfg.data_root, check_images=False))
         # --plan downloads nothing: official weights are then checked as far as random init (size, feature, ...)
         weights = cfg.weights.get(b) or ("random" if cfg.plan_only else None)
+        resize = {k: v for k, v in grid["preprocess"].items() if k != "norm"}
         spec = attempt(backbones, b, lambda: resolve_backbone(b, weights, img_size_for(grid, b), grey=cfg.grey,
-                                                               backbones_file=cfg.backbones_file))
+                                                               backbones_file=cfg.backbones_file, **resize))
         pair = [j for j in jobs if (j.dataset, j.backbone) == (d, b)]
         try:
             for found in (spec, ds):
@@ -206,6 +272,27 @@ def check_rows(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool) -> d
     return problems
 
 
+def _plan_exact(cfg: SweepConfig, grid: dict, jobs: list[Job], summary: dict) -> list[str]:
+    """Print which fidelity the sweep runs; for exact rows put each row's settings in the plan and return the
+    options they need that this medfm's FinetuneConfig lacks."""
+    code = STUDIES[grid["code"]] if grid["code"] else None
+    if grid["fidelity"] == "fast":
+        console.print("fidelity: fast (medfm's cached path)" + (f"; --fidelity exact follows {code.source}" if code else ""))
+        return []
+    depths = ", ".join(dict.fromkeys(f"{j.scenario} {j.head} u{j.unfreeze}" for j in jobs))
+    console.print(f"fidelity: exact, following {code.source}: every row a fine-tune ({depths})")
+    for s in code.settings:
+        console.print(escape(f"  {s.key}: {s.exact_text} (code: {', '.join(s.code[:3])})"))
+    missing = set()
+    for entry, job in zip(summary["plan"], jobs):
+        entry["settings"] = exact_settings(grid, job)
+        missing.update(missing_options(entry["settings"], FinetuneConfig))
+    summary["missing_options"] = sorted(missing)
+    if missing:
+        console.print(f"  [yellow]not in this medfm yet[/]: {', '.join(sorted(missing))}")
+    return sorted(missing)
+
+
 def _counts(jobs: list[Job], kind: str) -> dict:
     return {"planned": sum(j.kind == kind for j in jobs), "ran": 0, "skipped": 0}
 
@@ -219,7 +306,9 @@ def run_sweep(cfg: SweepConfig) -> dict:
     summary = {"preset": cfg.preset, "planned": len(jobs), "ran": 0, "skipped": 0,
                "probes": _counts(jobs, "probe"), "finetunes": _counts(jobs, "finetune"), "not_planned": notes,
                "results": str(store.path), "grid": {k: v for k, v in grid.items() if k not in ("probe", "finetune")},
-               "finetune_settings": grid["finetune"], "plan": [j.__dict__ for j in jobs], "caches": {}}
+               "finetune_settings": grid["finetune"], "plan": [j.__dict__ for j in jobs], "caches": {},
+               "fidelity": grid["fidelity"], "study_code": STUDIES[grid["code"]].source if grid["code"] else None}
+    missing = _plan_exact(cfg, grid, jobs, summary)
     probe_heads = [h for h in grid["heads"] if h in SCENARIOS["frozen"].heads] if "frozen" in grid["scenarios"] else []
     tokens = cfg.tokens if cfg.tokens is not None else needs_tokens(probe_heads)
     n_pairs = len(grid["datasets"]) * len(grid["backbones"])
@@ -227,10 +316,15 @@ def run_sweep(cfg: SweepConfig) -> dict:
     console.print(f"sweep plan: {len(grid['backbones'])} backbones x {len(grid['datasets'])} datasets x "
                   f"{len(grid['heads'])} heads x {len(grid['fractions'])} label budgets x {len(grid['seeds'])} seeds "
                   f"({', '.join(grid['scenarios'])}) = {n_probe} probes over {n_pairs if n_probe else 0} caches"
-                  + (f" + {n_ft} fine-tunes (unfreeze {', '.join(map(str, grid['unfreeze']))})" if n_ft else "")
+                  + (f" + {n_ft} fine-tunes (unfreeze {', '.join(_unfreeze_values(jobs))})" if n_ft else "")
                   + f" (results: {store.path})")
+    if grid["preprocess"]:
+        console.print("  preprocessing: " + ", ".join(f"{k}={v}" for k, v in grid["preprocess"].items()))
     for note in notes:
         console.print(f"  note: {note}")
+    if missing and not cfg.plan_only:
+        raise MedfmError(f"--fidelity exact needs the option(s) {', '.join(missing)}, which this medfm does not have yet",
+                         "run --fidelity fast, or a medfm with issue 17's options (see `medfm sweep --plan`)")
     problems = check_rows(cfg, grid, jobs, tokens)
     bad = [j for j in jobs if (j.dataset, j.backbone) in problems]
     summary["failed"] = []
@@ -314,7 +408,7 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
     ex = run_extract(ExtractConfig(backbone=b, dataset=d, weights=cfg.weights.get(b), data_root=cfg.data_root,
                                    img_size=img_size_for(grid, b), grey=cfg.grey, tokens=tokens,
                                    batch_size=cfg.extract_batch_size, device=cfg.device, duplicates=cfg.duplicates,
-                                   backbones_file=cfg.backbones_file))
+                                   backbones_file=cfg.backbones_file, **grid["preprocess"]))
     summary["caches"][f"{d}/{b}"] = str(ex.cache)
     cache = LoadedCache(ex.cache)
 
@@ -330,7 +424,7 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
         except Exception as exc:
             fail([job], exc)
             continue
-        _run_row(job, pcfg, key, "probe", probe, store, advance, fail)
+        _run_row(job, pcfg, key, "probe", probe, store, advance, fail, fidelity_entry(grid, job, cfg))
 
 
 def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, store: ResultsStore, out_root: Path,
@@ -338,28 +432,39 @@ def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, 
     """Every fine-tune row of this (dataset, backbone): skipped when stored, resumed when half done."""
     from medfm.finetune.runner import finetune_inputs, finetune_run_key, run_finetune
 
-    inputs = None  # dataset + backbone spec, resolved once for the pair (the same for all its rows)
+    from medfm.config import _BackboneDatasetConfig
+
+    inputs = {}  # dataset + backbone spec, resolved once per distinct dataset/backbone settings (exact rows may differ)
     for job in jobs:
         fcfg = FinetuneConfig(**{**grid["finetune"], "backbone": job.backbone, "dataset": job.dataset,
                                  "weights": cfg.weights.get(job.backbone), "data_root": cfg.data_root, "grey": cfg.grey,
                                  "img_size": img_size_for(grid, job.backbone), "head": job.head, "unfreeze": job.unfreeze,
                                  "fraction": job.fraction, "seed": job.seed, "device": cfg.device, "duplicates": cfg.duplicates,
                                  "results": str(store.path), "resume": True, "overwrite": False,
-                                 "backbones_file": cfg.backbones_file})
-        inputs = inputs or finetune_inputs(fcfg)
-        key = finetune_run_key(fcfg, inputs)  # `out` is not part of the key
+                                 "backbones_file": cfg.backbones_file, **grid["preprocess"]})
+        if job.fidelity == "exact":  # the code's settings; what the user set explicitly still wins (and is recorded)
+            fcfg = FinetuneConfig(**{**fcfg.to_dict(), **exact_settings(grid, job), **user_overrides(cfg, grid, job)})
+        same = json.dumps({k: v for k, v in fcfg.to_dict().items() if k in _BackboneDatasetConfig.model_fields},
+                          sort_keys=True, default=str)
+        if same not in inputs:
+            inputs[same] = finetune_inputs(fcfg)
+        key = finetune_run_key(fcfg, inputs[same])  # `out` is not part of the key
         fcfg = fcfg.model_copy(update={"out": str(job.folder(out_root, key))})
-        _run_row(job, fcfg, key, "finetune", run_finetune, store, advance, fail)
+        _run_row(job, fcfg, key, "finetune", run_finetune, store, advance, fail, fidelity_entry(grid, job, cfg))
 
 
-def _run_row(job: Job, row_cfg, key: str, kind: str, run, store: ResultsStore, advance, fail) -> None:
+def _run_row(job: Job, row_cfg, key: str, kind: str, run, store: ResultsStore, advance, fail,
+             fidelity: dict | None = None) -> None:
     """One sweep row: skipped when its row is stored (or its finished folder holds it), else run and printed;
-    a failure is handed to ``fail`` (recorded with --keep-going, raised otherwise)."""
+    a failure is handed to ``fail`` (recorded with --keep-going, raised otherwise). The stored row (and its
+    results.json) gets the ``fidelity`` it ran and its departures; a rerun adds them to rows stored before a kill."""
     try:
         ran = not store.has(key) and not _store_finished(Path(row_cfg.out), key, store, kind)
         if ran:
             rec = run(row_cfg)
             console.print(f"  {job.label}: {rec['headline_metric']['name']} {rec['headline_metric']['value']:.4f}")
+        if fidelity is not None:
+            store.annotate(key, {"fidelity": fidelity}, Path(row_cfg.out) / "results.json")
     except Exception as exc:
         fail([job], exc)
         return

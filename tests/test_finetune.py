@@ -183,7 +183,7 @@ def test_deit_head_is_built_from_the_head_registry_and_reads_tokens():
     from medfm.finetune import FinetuneConfig
     from medfm.heads import HEADS
 
-    cfg = FinetuneConfig(backbone="dinov2_vits14", dataset="x", head="deit", head_depth=1)
+    cfg = FinetuneConfig(backbone="dinov2_vits14", dataset="x", head="deit", head_depth=1, deit_weights="random")
     entry = HEADS.get("deit")
     assert entry.reads == "tokens" and "finetune" in entry.stages
     head = entry.build_module(384, 2, cfg, 16)

@@ -120,3 +120,24 @@ def test_medsam_preprocessing_squashes_to_1024_and_min_max_scales():
     for name, (mean, std) in {"uni": (0.485, 0.229), "rad_dino": (0.5307, 0.2583)}.items():
         cfg = resolve_backbone(name, weights="random").data_config
         assert cfg["mean"][0] == mean and cfg["std"][0] == std and cfg["source"]  # the authors' values, sourced
+
+
+def test_rad_dino_preprocessing_is_the_processor_file_beside_its_weights(tmp_path):
+    """RAD-DINO's authors preprocess with the hub's AutoImageProcessor: medfm reads that file when it lies
+    beside the weights (any values it holds), and says so; without it the carried values are marked unchecked."""
+    from safetensors.torch import save_file
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    net = Dinov2Model(Dinov2Config(hidden_size=48, num_hidden_layers=1, num_attention_heads=3, intermediate_size=96,
+                                   patch_size=14, image_size=28))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    bare = resolve_backbone("rad_dino", weights=str(tmp_path / "model.safetensors"))
+    assert bare.data_config["mean"][0] == 0.5307 and "NOT checked" in bare.data_config["source"]
+    BitImageProcessor(size={"shortest_edge": 448}, crop_size={"height": 392, "width": 392}, do_center_crop=True,
+                      image_mean=[0.4, 0.4, 0.4], image_std=[0.3, 0.3, 0.3], resample=3).save_pretrained(tmp_path)
+    own = resolve_backbone("rad_dino", weights=str(tmp_path / "model.safetensors"))
+    cfg = own.data_config
+    assert cfg["mean"] == (0.4, 0.4, 0.4) and cfg["std"] == (0.3, 0.3, 0.3) and cfg["input_size"] == (3, 392, 392)
+    assert cfg["crop_pct"] == 392 / 448 and cfg["interpolation"] == "bicubic"
+    assert "preprocessor_config.json beside the weights" in cfg["source"]
+    assert own.identity()["preprocessing"] != bare.identity()["preprocessing"]  # a different cache

@@ -9,9 +9,14 @@ from medfm.presets import PRESETS
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_preset_names_only_registered_backbones_and_datasets(name):
+    from medfm.backbones import is_backbone
+    from medfm.data import MEDMNIST_SIZE
+
     preset = PRESETS.get(name)
-    assert [b for b in preset.backbones if b not in BACKBONES] == []
-    assert [d for d in preset.datasets if d.split("?")[0].split(":")[0] not in DATASETS] == []
+    # registered names, or open names (timm:...) that resolve offline against their library
+    assert [b for b in preset.backbones if b not in BACKBONES and not (":" in b and is_backbone(b))] == []
+    base = [d.split("?")[0].split(":")[0] for d in preset.datasets]  # a MedMNIST+ size: the registered base name
+    assert [d for d in base if ((m := MEDMNIST_SIZE.match(d)) and m["base"] or d) not in DATASETS] == []
 
 
 @pytest.mark.parametrize("name", [n for n in PRESETS if "unfrozen" in PRESETS.get(n).scenarios])
@@ -53,3 +58,18 @@ def test_sweep_overrides_scenarios_and_finetune_settings_and_notes_probe_only_he
                        ({"unfreeze": [-3]}, "unfreeze"), ({"heads": ["lineer"]}, "did you mean")]:
         with pytest.raises(MedfmError, match=match):
             resolve_grid(SweepConfig(preset="huang2024", **bad))
+
+
+def test_medmnist_plus_plans_its_frozen_grid_offline_with_pad_preprocessing(tmp_path):
+    """MedMNIST+: 12 2D datasets x 4 sizes x its 4 published models x linear + kNN (k = 11) x 3 seeds, at 224 px
+    with --resize pad; planned offline (random init stands in for weights; absent files are listed, not fatal)."""
+    from medfm.config import SweepConfig
+    from medfm.sweep import run_sweep
+
+    summary = run_sweep(SweepConfig(preset="medmnist_plus", plan_only=True, results=str(tmp_path / "r.sqlite")))
+    grid = summary["grid"]
+    assert grid["preprocess"] == {"resize": "pad"} and grid["img_size"] == 224 and grid["heads"] == ["linear", "knn"]
+    assert len(grid["datasets"]) == 48 and {"pneumoniamnist", "pneumoniamnist_64", "breastmnist_224"} <= set(grid["datasets"])
+    assert summary["planned"] == 48 * 4 * 2 * 3 and summary["finetunes"]["planned"] == 0
+    assert "timm:resnet18" in grid["backbones"] and summary["status"]["breastmnist/timm:resnet18"] == "ok"
+    assert "not found" in summary["status"]["breastmnist_64/timm:resnet18"]  # only the 28-px files are here

@@ -83,7 +83,7 @@ def test_knn_probe_beats_chance_with_ci_and_predictions(pneumonia_cache, tmp_pat
 
 def test_deit_head_trains_from_streamed_token_cache_and_beats_chance(breast_tokens, tmp_path):
     assert breast_tokens.meta["backbone"]["token_shape"] == [9, 384]
-    rec = probe(breast_tokens, tmp_path, head="deit", head_depth=1, epochs=DEIT_EPOCHS, bootstrap=0)
+    rec = probe(breast_tokens, tmp_path, head="deit", head_depth=1, deit_weights="random", epochs=DEIT_EPOCHS, bootstrap=0)
     assert rec["n"]["train"] == 546
     assert rec["headline_metric"]["value"] > 0.75, rec["history"]
     assert rec["hyperparameters"]["depth"] == 1 and rec["hyperparameters"]["init"] == "random"

@@ -63,3 +63,35 @@ def test_compare_matches_entries_and_names_protocol_differences(tmp_path):
     assert matched[0].protocol_differences == ("published k=11; medfm ran k=10,20,50",)
     assert matched[1].protocol_differences == ()
     assert [u.backbone for u in unmatched] == ["resnet50"]
+
+
+def test_shipped_study_plot_values_are_marked_as_read_off_a_plot():
+    rows = read_published(SHIPPED / "mansoori2025.csv")
+    by_key = {(r.dataset, r.backbone, r.metric): r for r in rows}
+    # ../shared/PUBLISHED.md, Mansoori et al. 2025 plot: CBIS-DDSM ROC-AUC DINOv2-B .966, CheXpert AIMv2-H .819,
+    # ISIC2019 recall SAM2-B .845, APTOS2019 QWK AIMv2-L .915
+    assert by_key[("cbis_ddsm", "dinov2_vitb14", "roc_auc")].value == pytest.approx(0.966)
+    assert by_key[("chexpert", "aimv2_h14", "roc_auc")].value == pytest.approx(0.819)
+    assert by_key[("isic2019", "sam2_b", "recall_macro")].value == pytest.approx(0.845)
+    assert by_key[("aptos2019", "aimv2_l14", "quadratic_kappa")].value == pytest.approx(0.915)
+    assert len(rows) == 4 * 6 and all(r.note.startswith("read off a plot, ± 0.002") for r in rows)
+
+
+def test_report_entries_name_the_protocol_size_and_settings_medfm_ran():
+    """How `medfm report --published` sees a run: MedMNIST size from the dataset name, the protocol from kind, head
+    and depth, the settings it ran (a kNN with k=11 on zero-padded images is like for like with MedMNIST+'s)."""
+    from medfm.published import _protocol_differences
+    from medfm.report.published_view import dataset_and_size, protocol_of, ran_settings
+
+    assert dataset_and_size("pneumoniamnist_128") == ("pneumoniamnist", 128)
+    assert dataset_and_size("pneumoniamnist") == ("pneumoniamnist", 28) and dataset_and_size("busi") == ("busi", None)
+    knn = {"kind": "probe", "head": "knn", "metric": "accuracy", "resize": "pad", "head_settings": {"ks": [11]}}
+    assert protocol_of(knn) == "knn" and ran_settings(knn) == {"metric": "accuracy", "resize": "pad", "k": "11"}
+    assert _protocol_differences(ran_settings(knn), {"k": "11", "resize": "pad"}) == ()
+    linear = {"kind": "probe", "head": "linear", "metric": "roc_auc", "head_settings": {"solver": "lbfgs"}}
+    assert _protocol_differences(ran_settings(linear), {"optimizer": "adamw", "resize": "pad"}) == (
+        "published optimizer=adamw; medfm ran optimizer=lbfgs", "published resize=pad; medfm ran resize=crop")
+    tuned = {"kind": "finetune", "head": "linear", "unfreeze": 12, "blocks": 12, "metric": "roc_auc",
+             "finetune": {"lr": 1e-4, "epochs": 100}}
+    assert protocol_of(tuned) == "end-to-end" and protocol_of(tuned | {"unfreeze": 2}) is None
+    assert ran_settings(tuned)["lr"] == "0.0001" and ran_settings(tuned)["schedule"] == "cosine"

@@ -106,7 +106,8 @@ def test_deit_probe_gets_no_gradient_from_ignored_entries(real, head_outputs):
     tokens, y = real["tokens"][:N_TRAIN], real["y"][:N_TRAIN]
     DeiTHead._watch = True
     try:
-        cfg = ProbeConfig(cache="-", head="deit", head_depth=1, epochs=1, head_batch_size=32, class_weight=True)
+        cfg = ProbeConfig(cache="-", head="deit", head_depth=1, deit_weights="random", epochs=1, head_batch_size=32,
+                          class_weight=True)
         probe = HEADS.get("deit").build_probe(cfg, "multilabel", "roc_auc", "cpu")
         probe.fit(tokens, y, real["tokens"][N_TRAIN:], real["y"][N_TRAIN:], num_classes=3)
     finally:
@@ -189,7 +190,8 @@ def test_every_head_trains_on_multilabel_targets_with_ignored_entries(real):
     """Each registered probe head, built from the registry and fed what it declares it reads."""
     from medfm.config import ProbeConfig
 
-    cfg = ProbeConfig(cache="-", epochs=1, head_depth=1, ks=[5, 10], lrs=[1e-3, 1e-2], wds=[0.0, 1e-3], min_steps=50)
+    cfg = ProbeConfig(cache="-", epochs=1, head_depth=1, deit_weights="random", ks=[5, 10], lrs=[1e-3, 1e-2],
+                      wds=[0.0, 1e-3], min_steps=50)
     (y, yv) = split(real["y"])
     scores = {}
     for name in heads_for("probe"):

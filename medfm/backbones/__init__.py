@@ -23,6 +23,9 @@ from medfm.backbones.entry import BackboneEntry
 from medfm.backbones.features import FEATURE_KINDS, TokenOutput
 from medfm.backbones.loaders import LOADERS
 from medfm.backbones.names import find_backbone, is_backbone
+from medfm.backbones.preprocess import (
+    RESIZE_POLICIES, USER_POLICIES, PolicyGeometry, default_resize_size, policy_transform, sam_family_policy,
+)
 from medfm.backbones.weights import Weights, resolve_weights
 from medfm.backbones.zoo import BACKBONES
 from medfm.errors import MedfmError
@@ -34,6 +37,12 @@ GREY_MODES = {
     "red": "grey through the stem's red-channel filter only (1-channel stem)",
 }
 GREY_PIL_MODES = ("1", "L", "LA", "I", "I;16", "F")
+# Which tokens attention heads read (`--tokens-from`): the ViT's patch tokens, or CoCa's attention-pooler outputs.
+TOKEN_SOURCES = {
+    "patch": "the backbone's patch tokens (its registry entry says: after the final norm, or DINOv2's last block)",
+    "attn_pool": "CoCa: the projected pooled token + the attention pooler's other 255 outputs (study 1's DeiT-head "
+                 "input, defaults/models.py Classifier.forward, CoCa branch)",
+}
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -54,6 +63,33 @@ class BackboneSpec:
     data_config: dict
     layers: int = 1  # feature of the last `layers` blocks, concatenated (1 = the model's output)
     grey: str = "repeat"  # a key of GREY_MODES
+    drop_cutoff: int | None = None  # features from block `drop_cutoff` (0-based): the later blocks never run
+    tokens_from: str = "patch"  # a key of TOKEN_SOURCES
+    resize: str = "crop"  # a --resize policy (medfm.backbones.preprocess.USER_POLICIES)
+    resize_size: int | None = None  # squash [round(img_size * 256 / 224)] / crop [the backbone's]: the side S
+    # before the centre crop
+
+    @property
+    def tokens_source(self) -> str:
+        """Where stored / head-read tokens come from: 'attn_pool', or the entry's 'output' / 'last_block'."""
+        return "attn_pool" if self.tokens_from == "attn_pool" else self.entry.tokens_from
+
+    @property
+    def policy_name(self) -> str:
+        """The registered resize policy this spec runs: ``crop`` means the backbone's own (the SAM family's is a policy)."""
+        return policy_name(self.resize, self.resize_size, self.data_config)
+
+    @property
+    def default_preprocessing(self) -> bool:
+        """The backbone's own transform, as before resize policies existed (``--resize crop`` without a size)."""
+        return self.resize == "crop" and self.resize_size is None
+
+    def resize_identity(self) -> dict:
+        """The resize policy as recorded: name, recipe, sizes and interpolation."""
+        policy = RESIZE_POLICIES.get(self.policy_name)
+        side = (self.resize_size or default_resize_size(self.img_size)) if policy.target == "resize_size" else None
+        return policy.identity(self.policy_name, self.img_size, side,
+                               policy.interpolation or str(self.data_config["interpolation"]))
 
     def identity(self) -> dict:
         ident = {
@@ -64,12 +100,18 @@ class BackboneSpec:
             "feature": self.feature,
             "preprocessing": {**self.data_config, "channels": GREY_MODES[self.grey]},
         }
+        if not self.default_preprocessing:  # absent by default: caches made before --resize keep their fingerprint
+            ident["preprocessing"]["resize"] = self.resize_identity()
         if self.entry.tag:
             ident["tag"] = self.entry.tag
         if self.entry.resolved:  # open names / user entries: the model configuration itself
             ident["model_config"] = self.entry.resolved
         if self.layers > 1:  # absent for 1, so caches made before --layers existed keep their fingerprint
             ident["layers"] = {"last": self.layers, "combine": "concatenate"}
+        if self.drop_cutoff is not None:  # absent when unset: earlier caches keep their fingerprint
+            ident["drop_cutoff"] = self.drop_cutoff
+        if self.tokens_from != "patch":
+            ident["tokens_from"] = self.tokens_from
         return ident
 
     @property
@@ -96,25 +138,29 @@ class Backbone:
     def transform(self):
         from torchvision import transforms
 
-        own = self._loader.transform(self.spec) or sam_family_transform(self.spec)  # open_clip's, SAM's own
-        if own is not None:
-            return transforms.Compose([to_rgb, own])
-        import timm.data
-
-        cfg = self.spec.data_config
-        core = timm.data.create_transform(
-            input_size=cfg["input_size"],
-            interpolation=cfg["interpolation"],
-            mean=cfg["mean"],
-            std=cfg["std"],
-            crop_pct=cfg["crop_pct"],
-            crop_mode=cfg.get("crop_mode", "center"),
-            is_training=False,
-        )
-        return transforms.Compose([to_rgb, core])
+        return transforms.Compose([to_rgb, image_transform(self.spec)])
 
     def tokens(self, x: torch.Tensor) -> TokenOutput:
         return self._loader.tokens(self.net, x)
+
+    def forward_tokens(self, x: torch.Tensor) -> TokenOutput:
+        """The model's output; with ``drop_cutoff`` the output of that block instead, the later blocks never run.
+
+        The cut-off block's output is read as ``--layers`` reads a block (ViTs: through the final norm, so
+        ``cls`` is ``norm(x)[:, 0]`` after block ``drop_cutoff``, as study 1's DINOv2 ``new_forward_features``
+        computes it, ``utils/transformers/dinov2_utils.py:L93-115`` @02db977).
+        """
+        if self.spec.drop_cutoff is None:
+            return self.tokens(x)
+        handle = self.blocks()[-1].register_forward_hook(_stop_forward)  # after any hook that reads this block
+        try:
+            self.tokens(x)
+        except _StopForward as stop:
+            return self._loader.cutoff_tokens(self.net, self.spec.entry, stop.output, self.spec.drop_cutoff)
+        finally:
+            handle.remove()
+        raise MedfmError(f"block {self.spec.drop_cutoff} of {self.spec.entry.name} never ran in its forward pass",
+                         "drop --drop-cutoff for this backbone")
 
     def embed(self, x: torch.Tensor, with_tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pooled features ``[B, D]`` (the spec's feature kind) and optionally patch tokens ``[B, T, D]``."""
@@ -129,13 +175,15 @@ class Backbone:
                 out, per_block = self.tokens_by_block(x, self.spec.layers)
                 pooled = torch.cat([self._feature(o) for o in per_block], dim=1)
             else:
-                out = self.tokens(x)
+                out = self.forward_tokens(x)
                 pooled = self._feature(out)
         finally:
             if hook is not None:
                 hook.remove()
         if not with_tokens:
             return pooled, None
+        if self.spec.tokens_from == "attn_pool":
+            return pooled, out.extra["attn_pool"]
         if last_block:  # the last block's output, before the final norm: drop the class/register tokens
             return pooled, last_block[-1][:, self._loader.num_prefix(self.net):]
         return pooled, out.patches
@@ -149,7 +197,7 @@ class Backbone:
         captured: list = []
         handles = [b.register_forward_hook(lambda m, i, o: captured.append(o)) for b in blocks[-last:]]
         try:
-            out = self.tokens(x)
+            out = self.forward_tokens(x)
         finally:
             for h in handles:
                 h.remove()
@@ -157,8 +205,34 @@ class Backbone:
         return out, per_block
 
     def blocks(self) -> list[torch.nn.Module]:
-        """Ordered blocks/stages, so 'unfreeze the last N' means the same for every architecture."""
-        return self._loader.blocks(self.net, self.spec.entry)
+        """Ordered blocks/stages, so 'unfreeze the last N' means the same for every architecture.
+
+        With ``drop_cutoff`` only the blocks that run (0..drop_cutoff): the last N unfrozen, ``--layers``
+        and the tokens all count from the cut-off block."""
+        blocks = self._loader.blocks(self.net, self.spec.entry)
+        cut = self.spec.drop_cutoff
+        if cut is None:
+            return blocks
+        if cut >= len(blocks):
+            raise MedfmError(f"--drop-cutoff {cut} is out of range: {self.spec.entry.name} has {len(blocks)} blocks "
+                             f"(0..{len(blocks) - 1})", f"use --drop-cutoff 0..{len(blocks) - 1}")
+        return blocks[: cut + 1]
+
+    def dropped_blocks(self) -> list[torch.nn.Module]:
+        """The blocks after ``drop_cutoff``, which never run (none without it): a fine-tune keeps them frozen."""
+        return self._loader.blocks(self.net, self.spec.entry)[len(self.blocks()):]
+
+
+class _StopForward(Exception):
+    """Raised by the hook on the cut-off block: its output is the features, the rest of the model never runs."""
+
+    def __init__(self, output):
+        super().__init__("drop_cutoff")
+        self.output = output
+
+
+def _stop_forward(module, inputs, output):
+    raise _StopForward(output)
 
 
 def red_channel_only(x: torch.Tensor) -> torch.Tensor:
@@ -201,19 +275,69 @@ def entry_data_config(entry: BackboneEntry) -> dict:
     return {**LOADERS[entry.loader].data_config(entry), **entry.preprocess}
 
 
-def sam_family_transform(spec: BackboneSpec):
-    """SAM-style preprocessing (longest side + pad, or min-max scaling), which timm's transforms cannot express."""
-    from medfm.backbones.sam_preprocess import LONGEST_PAD, MINMAX, SamTransform
+def image_transform(spec: BackboneSpec):
+    """RGB PIL image -> the model's normalised input, by the spec's resize policy.
+
+    ``crop`` on a timm / open_clip backbone is its library's own eval transform (unchanged since
+    before policies existed); every other policy, the SAM family's own included, is a ``policy_transform``.
+    """
+    name = spec.policy_name
+    if not RESIZE_POLICIES.get(name).own:
+        return policy_transform(RESIZE_POLICIES.get(name), spec.img_size, spec.data_config, spec.resize_size)
+    own = LOADERS[spec.entry.loader].transform(spec)  # open_clip's
+    if own is not None:
+        return own
+    import timm.data
 
     cfg = spec.data_config
-    if cfg.get("resize_mode") == LONGEST_PAD or cfg.get("normalize") == MINMAX:
-        return SamTransform(cfg, spec.img_size)
-    return None
+    return timm.data.create_transform(
+        input_size=cfg["input_size"],
+        interpolation=cfg["interpolation"],
+        mean=cfg["mean"],
+        std=cfg["std"],
+        crop_pct=cfg["crop_pct"],
+        crop_mode=cfg.get("crop_mode", "center"),
+        is_training=False,
+    )
+
+
+def augmentable_geometry(spec: BackboneSpec) -> list:
+    """PIL -> PIL steps a fine-tune's random augmentation starts from: none for ``crop`` (the augmentation's
+    random crop is taken from the whole image, as before policies existed), the policy's geometry otherwise
+    (squash's 256 -> 224 crop, pad's black canvas), so augmentation acts on what the model would see."""
+    if spec.default_preprocessing:
+        return []
+    policy = RESIZE_POLICIES.get(spec.policy_name)
+    return [PolicyGeometry(policy, spec.img_size, policy.interpolation or str(spec.data_config["interpolation"]),
+                           spec.resize_size)]
+
+
+def policy_name(resize: str, resize_size: int | None, data_config: dict) -> str:
+    """The registered policy a request runs: ``crop`` is the backbone's own (the SAM family's own policy), or
+    ``crop_shorter`` with a ``--resize-size``; ``squash`` and ``pad`` are themselves."""
+    if resize != "crop":
+        return resize
+    if resize_size is not None:
+        return "crop_shorter"
+    return sam_family_policy(data_config) or "crop"
+
+
+def _check_resize(resize: str, resize_size: int | None, size: int) -> None:
+    if resize not in USER_POLICIES:
+        raise MedfmError(f"--resize {resize!r} is not a resize policy", f"use one of: {', '.join(USER_POLICIES)}")
+    if resize_size is not None and RESIZE_POLICIES.get(policy_name(resize, resize_size, {})).target != "resize_size":
+        raise MedfmError(f"--resize-size is the side before the centre crop (squash, crop), but --resize is {resize}",
+                         "drop --resize-size, or use --resize squash or crop")
+    if resize_size is not None and resize_size < size:
+        raise MedfmError(f"--resize-size {resize_size} is smaller than the input size {size}: the centre crop "
+                         "would pad", f"use --resize-size >= {size} (default {default_resize_size(size)})")
 
 
 def resolve_backbone(
     name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
     layers: int | None = None, grey: str = "repeat", backbones_file: str | None = None,
+    drop_cutoff: int | None = None, tokens_from: str = "patch",
+    resize: str = "crop", resize_size: int | None = None,
 ) -> BackboneSpec:
     if grey not in GREY_MODES:
         raise MedfmError(f"--grey {grey!r} is not a grey-image mode", f"use one of: {', '.join(GREY_MODES)}")
@@ -234,6 +358,7 @@ def resolve_backbone(
     if layers > 1 and not kind.per_block:
         raise MedfmError(f"--feature {feature} is only defined on the model's final output, not per block",
                          "use --layers with cls, mean or cls+mean")
+    _check_cutoff_and_tokens(entry, loader, feature, kind, drop_cutoff, tokens_from)
     if img_size is not None:
         if entry.arch != "vit" and img_size < 32:
             raise MedfmError(f"--img-size {img_size} is too small for a CNN", "use at least 32")
@@ -243,8 +368,29 @@ def resolve_backbone(
     data_config = entry_data_config(entry)
     size = img_size or entry.img_size or int(data_config["input_size"][-1])
     data_config["input_size"] = (3, size, size)
+    _check_resize(resize, resize_size, size)
     resolved = resolved or _resolve_weights(weights, entry, loader)
-    return BackboneSpec(entry, resolved, feature, size, data_config, layers, grey)
+    return BackboneSpec(entry, resolved, feature, size, data_config, layers, grey, drop_cutoff, tokens_from,
+                        resize=resize, resize_size=resize_size)
+
+
+def _check_cutoff_and_tokens(entry, loader, feature, kind, drop_cutoff, tokens_from) -> None:
+    """Refuse, before any work, a ``--drop-cutoff`` or ``--tokens-from`` the backbone cannot honour."""
+    if tokens_from not in TOKEN_SOURCES:
+        raise MedfmError(f"--tokens-from {tokens_from!r} is not a token source", f"use one of: {', '.join(TOKEN_SOURCES)}")
+    if drop_cutoff is not None:
+        if drop_cutoff < 0:
+            raise MedfmError(f"--drop-cutoff {drop_cutoff} is negative", "give the 0-based index of the last block to run")
+        if not kind.per_block:
+            raise MedfmError(f"--feature {feature} is the model's own final output, which --drop-cutoff drops",
+                             "use --feature cls or mean with --drop-cutoff")
+    if tokens_from == "attn_pool":
+        if not loader.attn_pool_tokens(entry):
+            raise MedfmError(f"--tokens-from attn_pool: {entry.name} has no attention pooler",
+                             "use it with coca_vitb32 or coca_vitl14, or --tokens-from patch")
+        if drop_cutoff is not None:
+            raise MedfmError("--tokens-from attn_pool reads the attention pooler after the last block, which "
+                             "--drop-cutoff drops", "use one of the two")
 
 
 def _resolve_weights(weights: str | None, entry: BackboneEntry, loader) -> Weights:
@@ -259,8 +405,10 @@ def _resolve_weights(weights: str | None, entry: BackboneEntry, loader) -> Weigh
 
 def create_backbone(name: str, weights: str | None = None, img_size: int | None = None, feature: str | None = None,
                     device="cpu", layers: int | None = None, grey: str = "repeat",
-                    backbones_file: str | None = None) -> Backbone:
-    return resolve_backbone(name, weights, img_size, feature, layers, grey, backbones_file).build(device)
+                    backbones_file: str | None = None, drop_cutoff: int | None = None,
+                    tokens_from: str = "patch", resize: str = "crop", resize_size: int | None = None) -> Backbone:
+    return resolve_backbone(name, weights, img_size, feature, layers, grey, backbones_file, drop_cutoff,
+                            tokens_from, resize, resize_size).build(device)
 
 
 __all__ = ["BACKBONES", "Backbone", "BackboneSpec", "create_backbone", "resolve_backbone", "find_backbone", "is_backbone",

@@ -76,3 +76,38 @@ class TimmFileLoader(TimmLoader):
 
     def hub(self, entry):
         return None
+
+
+@register_loader("timm_file_hf_processor")
+class TimmFileHfProcessorLoader(TimmFileLoader):
+    """``timm_file`` for a Hugging Face checkpoint whose authors preprocess with its ``AutoImageProcessor``
+    (RAD-DINO: ``rad_dino.RadDino`` calls ``AutoImageProcessor.from_pretrained("microsoft/rad-dino")``).
+
+    The processor's own ``preprocessor_config.json`` — downloaded with the weights, or lying beside a
+    ``--weights`` file — is the preprocessing (resize, crop, resample, mean/std), so it is never
+    guessed. Without that file (a bare checkpoint, or ``--weights random``) the entry's carried values
+    apply, and the identity's ``source`` says they were not checked against the file.
+    """
+
+    config_beside_weights = True
+
+    def configure(self, entry, weights):
+        import dataclasses
+
+        from medfm.backbones.adapters.hf import PROCESSOR, processor_data_config
+        from medfm.backbones.weights import hub_file
+
+        if weights.kind != "file":
+            return entry
+        folder = weights.path.parent
+        if weights.origin.startswith("hf-hub:") and entry.hub is not None:
+            fetched = hub_file(entry.hub.hf_repo, PROCESSOR, entry.name, required=False)
+            folder = fetched.parent if fetched is not None else folder
+        if not (folder / PROCESSOR).is_file():
+            carried = dict(entry.preprocess)
+            carried["source"] = (f"carried in medfm's registry, NOT checked: no {PROCESSOR} beside {weights.path.name} "
+                                 f"(put the hub's {PROCESSOR} there to use the authors' own) - {carried.get('source', '')}")
+            return dataclasses.replace(entry, preprocess=carried)
+        own = processor_data_config(folder, entry.name)
+        own["source"] = f"{PROCESSOR} beside the weights ({weights.origin}), the authors' AutoImageProcessor settings"
+        return dataclasses.replace(entry, preprocess=own)

@@ -4,6 +4,12 @@ Only the tower is built (the text tower would triple the build time and is never
 checkpoint of the whole model loads by its ``visual.*`` keys. ``pooled`` is the tower's own output
 (the projected image embedding / CoCa's attention-pooled latent); patch tokens are the
 transformer's output tokens, layer-normed by ``ln_post`` where it has the tokens' width.
+
+CoCa's tower also returns its attention pooler's outputs: ``extra['attn_pool']`` is the projected
+pooled token followed by the pooler's other 255 outputs (after ``ln_post``), exactly what study 1's
+code feeds its DeiT head (``--tokens-from attn_pool``; study 1 @02db977 ``defaults/models.py``: the
+CoCa branch of ``Classifier.forward`` returns ``torch.cat((x_cls.unsqueeze(1), x_emb), dim=1)`` for
+``x_cls, x_emb = self.backbone(x)``, the open_clip tower built with ``output_tokens``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ class OpenClipLoader(BaseLoader):
             "crop_mode": "center",
             "resize_mode": pre.get("resize_mode", "shortest"),
         }
+
+    def attn_pool_tokens(self, entry):
+        return self._cfgs(entry)[0]["vision_cfg"].get("attentional_pool") is True  # CoCa's original pooler
 
     def hub(self, entry):
         _, pre = self._cfgs(entry)
@@ -91,7 +100,14 @@ class OpenClipLoader(BaseLoader):
         norm = self.final_norm(net)
         if norm is not None:
             toks = norm(toks)
-        return TokenOutput(prefix=toks[:, :1], patches=toks[:, 1:], pooled=pooled)
+        extra = {}
+        if isinstance(out, tuple) and self.has_attn_pool(net):
+            extra["attn_pool"] = torch.cat([pooled.unsqueeze(1), out[1]], dim=1)
+        return TokenOutput(prefix=toks[:, :1], patches=toks[:, 1:], pooled=pooled, extra=extra)
+
+    def has_attn_pool(self, net) -> bool:
+        """CoCa's original open_clip pooler: queries -> ``ln_post`` -> token 0 pooled (projected), the rest tokens."""
+        return getattr(net, "attn_pool", None) is not None and getattr(net, "attn_pool_contrastive", None) is None
 
     def final_norm(self, net):
         ln = getattr(net, "ln_post", None)

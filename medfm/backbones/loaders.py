@@ -109,6 +109,10 @@ class BaseLoader:
     def blocks(self, net: nn.Module, entry: BackboneEntry) -> list[nn.Module]:
         return resolve_blocks(net, entry.blocks or self.default_blocks)
 
+    def attn_pool_tokens(self, entry: BackboneEntry) -> bool:
+        """Whether the model has an attention pooler whose outputs ``--tokens-from attn_pool`` can read (CoCa)."""
+        return False
+
     def block_layout(self, entry: BackboneEntry) -> str:
         return entry.block_layout or ("nld" if entry.arch == "vit" else "nchw")
 
@@ -118,6 +122,10 @@ class BaseLoader:
     def final_norm(self, net: nn.Module) -> nn.Module | None:
         norm = getattr(net, "norm", None)
         return norm if isinstance(norm, nn.LayerNorm) else None
+
+    def cutoff_tokens(self, net: nn.Module, entry: BackboneEntry, out, index: int) -> TokenOutput:
+        """Block ``index``'s output as the features of ``--drop-cutoff index``: read as ``--layers`` reads a block."""
+        return self.block_tokens(net, entry, out)
 
     def block_tokens(self, net: nn.Module, entry: BackboneEntry, out) -> TokenOutput:
         layout = self.block_layout(entry)

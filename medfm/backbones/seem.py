@@ -162,3 +162,9 @@ class SeemLoader(BaseLoader):
 
     def tokens(self, net, x):
         return TokenOutput(prefix=None, patches=net.forward_features(x).flatten(2).transpose(1, 2))
+
+    def cutoff_tokens(self, net, entry, out, index):
+        """Stage ``index`` normed by its own ``norm{index}``: SEEM's ``res{index + 2}`` output, which study 1 reads
+        for ``drop_cutoff`` (``defaults/models.py`` @02db977, the ``focal`` branch of ``Classifier.forward``)."""
+        normed = getattr(net, f"norm{index}")(out.permute(0, 2, 3, 1))
+        return TokenOutput(prefix=None, patches=normed.flatten(1, 2))

@@ -171,14 +171,17 @@ add(name="biomedclip", family="BiomedCLIP", loader="open_clip_carried",
     preprocess={"source": "hub open_clip_config.json preprocess_cfg (OpenAI CLIP mean/std) through "
                           "open_clip.create_model_from_pretrained: bicubic shortest side 224, centre crop"},
     notes="PMC-15M image-text pre-training; image tower, pooled = projected 512-d embedding")
-add(name="rad_dino", family="RAD-DINO", loader="timm_file", model_id="vit_base_patch14_dinov2.lvd142m", arch="vit",
+add(name="rad_dino", family="RAD-DINO", loader="timm_file_hf_processor", model_id="vit_base_patch14_dinov2.lvd142m", arch="vit",
     feature="cls", dim=768, size_multiple=14, params_m=86.6, params_source=TIMM_CARD + " (DINOv2 ViT-B/14)",
     licence="MSRLA (Microsoft Research licence)", remap="hf_dinov2", tokens_from="output",
-    hub=HubSource(hf_repo="microsoft/rad-dino", hf_files=("model.safetensors",)),
+    hub=HubSource(hf_repo="microsoft/rad-dino", hf_files=("model.safetensors",)),  # + preprocessor_config.json (loader)
     preprocess={"mean": (0.5307, 0.5307, 0.5307), "std": (0.2583, 0.2583, 0.2583), "interpolation": "bicubic",
                 "crop_pct": 1.0, "crop_mode": "center",
-                "source": "microsoft/rad-dino preprocessor_config.json (BitImageProcessor: shortest edge 518, "
-                          "centre crop 518, bicubic, mean 0.5307 / std 0.2583); feature = pooler_output (normed CLS)"},
+                # used only without the hub's preprocessor_config.json (random init, a bare checkpoint file): the
+                # loader reads that file whenever it lies beside the weights (the hub download fetches it)
+                "source": "fallback for microsoft/rad-dino's preprocessor_config.json (BitImageProcessor: shortest edge "
+                          "518, centre crop 518, bicubic, mean 0.5307 / std 0.2583), not checked against the file here; "
+                          "feature = pooler_output (normed CLS)"},
     notes="DINOv2 ViT-B/14 trained on chest x-rays; transformers Dinov2Model checkpoint mapped onto timm")
 add(name="medsam_vitb", family="MedSAM", loader="timm_file", model_id="samvit_base_patch16.sa1b", arch="vit",
     feature="mean", dim=256, size_multiple=16, params_m=89.7, params_source=TIMM_CARD + " (SAM ViT-B image encoder)",

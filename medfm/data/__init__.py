@@ -21,6 +21,7 @@ from medfm.data.duplicates import POLICIES, REGISTRY_DEFAULT, USER_DEFAULT, summ
 from medfm.data.manifest import build_dataset, folder_rows, read_csv_rows, read_manifest
 from medfm.data.medmnist import read_medmnist
 from medfm.data.splits import split_table
+from medfm.data import study1, study3  # noqa: F401 - register the studies' own loaders in LAYOUTS
 from medfm.data.studies import LAYOUTS, LoadContext
 from medfm.data.zoo import DATASETS, DatasetEntry, Protocol
 from medfm.errors import MedfmError
@@ -73,6 +74,11 @@ def resolve_protocol(entry: DatasetEntry, protocol: str | None, options: dict[st
         raise MedfmError(f"dataset {entry.name!r} has no protocol {protocol!r}",
                          f"choose one of {', '.join(f'{entry.name}:{p}' for p in by_name)}")
     proto = by_name[protocol] if protocol else entry.protocols[0]
+    if proto.fixed and options:
+        raise MedfmError(f"protocol {entry.name}:{proto.name} takes no options ({', '.join(options)} given): "
+                         "it reads the dataset exactly as the study's code did", f"use plain {entry.name}:{proto.name}")
+    if proto.fixed:
+        return proto, {}
     allowed = dict(entry.options)
     for key, value in options.items():
         if key not in allowed:
@@ -121,15 +127,21 @@ def create_dataset(name_or_path: str, data_root: str | Path | None = None, seed:
         name, protocol, options = parse_spec(name_or_path)
         entry = lookup_entry(name)
         proto, options = resolve_protocol(entry, protocol, options)
-        path = require_data_root(data_root) / entry.location
-        if not path.exists() and entry.reader != "medmnist":
-            raise MedfmError(f"{path} not found ({entry.description})",
+        reader = (proto and proto.reader) or entry.reader  # a protocol may read the files its own way
+        path = require_data_root(data_root) / ((proto and proto.location) or entry.location)
+        if not path.exists() and reader != "medmnist":
+            what = f"protocol {proto.name}: {proto.description}" if proto and proto.location else entry.description
+            raise MedfmError(f"{path} not found ({what})",
                              "pass --data-root DIR holding the dataset as downloaded, or set MEDFM_DATA")
-        ds = READERS[entry.reader](LoadContext(entry, path, options, seed, skip_bad, check_images=check_images,
-                                               duplicates=duplicates or REGISTRY_DEFAULT, **checks))
+        ds = READERS[reader](LoadContext(entry, path, options, seed, skip_bad, check_images=check_images,
+                                         duplicates=duplicates or REGISTRY_DEFAULT, **checks))
+        if proto is not None and proto.headline_metric:
+            ds.headline_metric = proto.headline_metric
         head = {"name": entry.name}
         if proto is not None:
             head.update(protocol=proto.name, options=options)
+            if proto.headline_metric:  # the protocol's own scoring (e.g. study 1's AUC), shown wherever the identity is
+                head["protocol_metric"] = proto.headline_metric
             if proto is not entry.protocols[0]:
                 ds.name = f"{entry.name}:{proto.name}"
             ds.notes.insert(0, f"protocol {proto.name}: {proto.description}")

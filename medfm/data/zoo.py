@@ -18,6 +18,12 @@ class Protocol:
     name: str
     description: str
     options: tuple[tuple[str, str], ...] = ()  # option defaults this protocol sets
+    # A protocol may read the dataset its own way (a study's code): its own loader (key of LAYOUTS), its own file
+    # (relative to the data root), its own headline metric; ``fixed`` refuses user options (the code fixes them all).
+    reader: str | None = None
+    location: str | None = None
+    headline_metric: str | None = None
+    fixed: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,14 +105,20 @@ def study(name, layout, location, task, classes, headline, modality, licence, de
 study("aptos2019", "aptos2019", "aptos2019/train.csv", "multiclass", ("0", "1", "2", "3", "4"), "quadratic_kappa",
       "fundus", "Kaggle competition rules (research use)", "APTOS 2019 DR grades 0-4: train.csv + train_images/*.png",
       [P("study", "random 70/15/15, seed 42 (study 1)", (("split", "random"), ("seed", "42"))),
-       P("stratified", "stratified 70/15/15, --split-seed", (("split", "stratified"),))],
+       P("stratified", "stratified 70/15/15, --split-seed", (("split", "stratified"),)),
+       P("study1_code", "study 1's code: train_1.csv (defaults/datasets.py:L270), val+test = int(0.3 N) rows of "
+         "random.Random(42).shuffle(range(N)) halved (bases.py:L247-262, datasets.py:L278-282)",
+         reader="study1_aptos", location="aptos2019/train_1.csv", headline_metric="quadratic_kappa", fixed=True)],
       (("split", ("random", "stratified")),))
 study("isic2019", "isic2019", "isic2019/ISIC_2019_Training_GroundTruth.csv", "multiclass",
       ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"), "balanced_accuracy", "dermoscopy", "CC BY-NC 4.0",
       "ISIC 2019: one-hot GroundTruth CSV + ISIC_2019_Training_Input/*.jpg; UNK rows are unknown labels",
       [P("study", "random 80/10/10, seed 42 (study 1)", (("split", "random"), ("seed", "42"), ("group", "none"))),
        P("grouped", "stratified 80/10/10 with images of one lesion together (metadata lesion_id)",
-         (("split", "stratified"), ("group", "lesion")))],
+         (("split", "stratified"), ("group", "lesion"))),
+       P("study1_code", "study 1's code: val+test = int(0.2 N) rows of random.Random(42).shuffle(range(N)) halved "
+         "(defaults/bases.py:L247-262, datasets.py:L221-225); headline = its macro recall (datasets.py:L198)",
+         reader="study1_isic", headline_metric="recall_macro", fixed=True)],
       (("split", ("random", "stratified")), ("group", ("none", "lesion"))))
 study("cbis_ddsm", "cbis_ddsm", "cbis_ddsm", "binary", None, "roc_auc", "mammography", "CC BY 3.0 (TCIA)",
       "CBIS-DDSM: mass/calc train/test description CSVs, DICOM paths relative to the folder",
@@ -121,7 +133,11 @@ study("chexpert", "chexpert", "CheXpert-v1.0-small/train.csv", "multilabel", Non
           ("fill_no_finding", "true"))),
        P("official", "5 competition findings, U-Ones, test = valid.csv, val = 10 % of train by patient",
          (("findings", "5"), ("uncertain", "ones"), ("split", "official"), ("frontal", "false"),
-          ("fill_no_finding", "false")))],
+          ("fill_no_finding", "false"))),
+       P("study1_code", "study 1's code: train.csv sorted by Path, pandas .loc label slices at row int(0.2 N) + 15 "
+         "and its half (defaults/datasets.py:L53-67), U-Zeros, all-zero -> No Finding (L71-76); mean AUC with 0.5 "
+         "for a label without positives (utils/metrics.py:L21-39)",
+         reader="study1_chexpert", headline_metric="roc_auc_study1", fixed=True)],
       (("findings", ("14", "5")), ("uncertain", ("zeros", "ones", "ignore")), ("split", ("sorted_head", "official")),
        ("frontal", ("false", "true")), ("fill_no_finding", ("true", "false"))))
 study("ham10000", "ham10000", "HAM10000/HAM10000_metadata.csv", "multiclass",
@@ -136,7 +152,10 @@ study("ichallenge_amd", "folder", "ichallenge_amd/Training400", "binary", ("AMD"
       [P("stratified", "stratified 70/15/15, --split-seed")])
 study("chest_xray_pneumonia", "split_folders", "chest_xray", "binary", ("NORMAL", "PNEUMONIA"), "roc_auc", "chest x-ray",
       "CC BY 4.0", "Kermany pediatric CXR: chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (study 3)",
-      [P("official", "official train/val/test folders (val carved from train if absent)")],
+      [P("official", "official train/val/test folders (val carved from train if absent)"),
+       P("study3_code", "study 3's code: train/ in os.listdir order, random.Random(1).shuffle, random_split 80/20 by "
+         "torch.randperm seed 1 (utils.py:L251-276, train_model.py:L4-5); test/ as test; val/ unused; headline accuracy",
+         reader="study3_folders", headline_metric="accuracy", fixed=True)],
       overlaps_with=("pneumoniamnist", "kermany_cxr_224"))
 study("brats_glioma", "nifti_slices", "brats", "binary", ("HGG", "LGG"), "roc_auc", "brain MRI", "BraTS data use terms",
       "glioma grading from BraTS-style <grade>/<subject>/<subject>_{t1,t2,flair,seg}.nii.gz, 2-D axial slices",
@@ -146,7 +165,10 @@ study("brats_glioma", "nifti_slices", "brats", "binary", ("HGG", "LGG"), "roc_au
 study("ddsm", "ddsm_lists", "DDSM", "binary", None, "roc_auc", "mammography", "DDSM terms (USF; research use)",
       "original DDSM as study 1 read it: ddsm_raw_image_lists/{train,val,test}.txt + ddsm_raw/ images",
       [P("study", "the study's fixed lists; normal vs benign+cancer (its 2-class mode)", (("labels", "binary"),)),
-       P("three", "the study's fixed lists; normal / benign / cancer", (("labels", "three"),))],
+       P("three", "the study's fixed lists; normal / benign / cancer", (("labels", "three"),)),
+       P("study1_code", "study 1's code: the lists read as pd.read_csv(sep=' ', header=None), label = exact file-name "
+         "prefix, 2-class normal vs benign+cancer (defaults/datasets.py:L120-155); its roc_auc (utils/metrics.py:L104)",
+         reader="study1_ddsm", headline_metric="roc_auc_study1", fixed=True)],
       (("labels", ("binary", "three")),))
 
 # Short names of the study datasets, where unambiguous (`ddsm` stays the original DDSM, not CBIS-DDSM).

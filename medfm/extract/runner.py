@@ -16,6 +16,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import BackboneSpec, check_grey_mode, resolve_backbone
+from medfm.backbones.norm import stats_workers, with_dataset_norm
 from medfm.backbones.names import folder_name
 from medfm.cache.fingerprint import fingerprint
 from medfm.cache.kinds import FEATURES
@@ -32,7 +33,7 @@ from medfm.extract.shard import assign_chunks
 from medfm.extract.transfer import LaggedCopies
 from medfm.extract.tuning import autocast, choose_batch_size, compile_backbone, lay_out, lay_out_batch
 from medfm.paths import cache_root
-from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, reproducible, scale_size
+from medfm.pixels.read import PixelCache, batch_transform, find_pixel_cache, pixel_choice, scale_size
 from medfm.ui import console, progress
 
 CHUNK_TARGET_BYTES = 32 << 20  # a chunk of rows holds at most about this much (features + tokens) ...
@@ -64,7 +65,7 @@ def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec,
         "backbone": spec.identity(),
         "tokens": cfg.tokens,
         "dtype": cfg.dtype,
-    } | ({"tokens_from": spec.entry.tokens_from} if cfg.tokens and spec.entry.tokens_from != "output" else {})
+    } | ({"tokens_from": spec.tokens_source} if cfg.tokens and spec.tokens_source != "output" else {})
     if pixels is not None:  # absent when decoding files, so those caches keep their fingerprint
         inputs["pixels"] = {"fingerprint": pixels.fingerprint, "size": pixels.size, "transform": "batch (torch, antialiased)"}
     return inputs
@@ -72,7 +73,9 @@ def fingerprint_inputs(cfg: ExtractConfig, dataset: Dataset, spec: BackboneSpec,
 
 def default_cache_path(dataset: Dataset, spec: BackboneSpec, digest: str, fmt: str, tokens: bool) -> Path:
     suffix = ".h5" if fmt == "h5" else ".zarr"
-    kind = spec.feature.replace("+", "_") + (f"-last{spec.layers}" if spec.layers > 1 else "") + ("-tokens" if tokens else "")
+    kind = (spec.feature.replace("+", "_") + (f"-last{spec.layers}" if spec.layers > 1 else "")
+            + (f"-block{spec.drop_cutoff}" if spec.drop_cutoff is not None else "")
+            + (("-attnpool" if spec.tokens_from == "attn_pool" else "") + "-tokens" if tokens else ""))
     return cache_root() / dataset.name / f"{folder_name(spec.entry.name)}-{kind}-{spec.img_size}px-{digest[:12]}{suffix}"
 
 
@@ -95,9 +98,15 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float) -> ExtractResult:
     say = console.print if d.is_main else (lambda *args, **kwargs: None)
     dataset = create_dataset(cfg.dataset, cfg.data_root, skip_bad=cfg.skip_bad, **dataset_options(cfg))
-    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers, cfg.grey, cfg.backbones_file)
+    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, cfg.layers, cfg.grey, cfg.backbones_file,
+                            cfg.drop_cutoff, cfg.tokens_from if cfg.tokens else "patch",
+                            resize=cfg.resize, resize_size=cfg.resize_size)  # tokens_from: only stored tokens
+    if cfg.compile and cfg.drop_cutoff is not None:
+        raise MedfmError("--compile cannot trace --drop-cutoff's early stop", "drop --compile (or --drop-cutoff)")
     check_grey_mode(cfg.grey, dataset)
-    use = cfg.pixels if (cfg.pixels or reproducible(spec.data_config)) else "none"  # auto: only where it is exact in geometry
+    if cfg.norm == "dataset":  # the train split's mean/std (computed once, kept beside the caches)
+        spec = with_dataset_norm(spec, dataset, stats_workers(cfg.num_workers), say=say)
+    use = pixel_choice(cfg.pixels, spec, say)  # auto: only where it is exact in geometry
     pixels = find_pixel_cache(dataset, scale_size(spec.data_config, spec.img_size), use)
     if pixels is not None:
         say(f"reading pre-decoded pixels from {pixels.path} ({pixels.size} px)")
@@ -166,7 +175,7 @@ def _write(cfg: ExtractConfig, d: Dist, device: torch.device, start: float, say,
         "backbone": {**spec.identity(), "family": spec.entry.family, "feature_dim": dim,
                      "token_shape": list(token_shape) if token_shape else None, "weights_path": str(spec.weights.path)},
         "pixels": {"path": str(pixels.path), "fingerprint": pixels.fingerprint, "size": pixels.size} if pixels else None,
-        "extract": {"tokens": cfg.tokens, "tokens_from": spec.entry.tokens_from if cfg.tokens else None, "dtype": cfg.dtype, "batch_size": batch_size, "chunk_rows": chunk_rows,
+        "extract": {"tokens": cfg.tokens, "tokens_from": spec.tokens_source if cfg.tokens else None, "dtype": cfg.dtype, "batch_size": batch_size, "chunk_rows": chunk_rows,
                     "compile": cfg.compile, "device": str(device), "world_size": d.world, "config": cfg.to_dict()},
     }
     writer = store.writer(lambda: ZarrCacheWriter(  # rank 0 creates the store, then the others open it

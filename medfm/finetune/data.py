@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from medfm.backbones import Backbone, to_rgb
+from medfm.backbones import Backbone, augmentable_geometry, to_rgb
 from medfm.data.base import Split
 from medfm.data.zoo import DATASETS
+from medfm.errors import MedfmError
 from medfm.extract.loader import SplitImages, collate
 from medfm.registry import Registry
 
@@ -27,13 +28,25 @@ GREY_MODALITIES = ("chest x-ray", "abdominal CT", "ultrasound", "retinal OCT", "
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Train-time augmentation; ``colour_jitter`` is brightness/contrast(/saturation) strength."""
+    """Train-time augmentation; ``colour_jitter`` is brightness/contrast(/saturation) strength.
 
-    crop_scale: float = 0.8  # RandomResizedCrop scale=(crop_scale, 1)
+    ``order`` lists the random steps in the order they run. With ``on_preprocessed`` they run on the
+    eval preprocessing's output (after its resize and crop, before ``ToTensor``/``Normalize``), as
+    study 1 crops and flips its 224 crop; otherwise the crop draws from the raw image (medfm's policies).
+    """
+
+    crop_scale: float = 0.8  # RandomResizedCrop scale=(crop_scale, crop_scale_max)
     hflip: bool = True
     vflip: bool = False
     rotation: float = 10.0  # degrees, +-
     colour_jitter: float = 0.0
+    crop_scale_max: float = 1.0
+    saturation: float | None = None  # ColorJitter saturation [colour_jitter]
+    hue: float = 0.0
+    jitter_p: float = 1.0  # probability that the colour jitter is applied (RandomApply)
+    on_preprocessed: bool = False
+    interpolation: str | None = None  # the crop's resampling [the backbone's]
+    order: tuple[str, ...] = ("crop", "hflip", "vflip", "rotation", "jitter")
 
 
 AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation policy", "medfm finetune --help")
@@ -44,8 +57,20 @@ AUGMENTATIONS.add("grey", Augmentation())  # x-ray, CT, ultrasound, OCT: geometr
 AUGMENTATIONS.add("dermoscopy", Augmentation(vflip=True, rotation=20.0, colour_jitter=0.2))
 AUGMENTATIONS.add("microscopy", Augmentation(vflip=True, rotation=20.0, colour_jitter=0.1))
 AUGMENTATIONS.add("fundus", Augmentation(crop_scale=0.85, vflip=False, rotation=15.0, colour_jitter=0.1))
+# study 1's train_transforms (params.json @02db977, every dataset), built in BaseSet.get_trans_list's order
+# (defaults/bases.py:L63-158): Resize 256 -> CenterCrop 224 (the eval preprocessing, --resize), then
+# RandomResizedCrop(224, scale=(0.8, 1.2), bilinear, default ratio 3/4..4/3) on the crop (L83-87; a drawn
+# scale above 1 cannot fit, so torchvision retries and after 10 misses keeps the whole crop),
+# RandomVerticalFlip(0.5) (L89-91), RandomHorizontalFlip(0.5) (L93-95), and
+# RandomApply([ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.1)], p=0.8) (L103-111);
+# rotation, grayscale, blur, affine, perspective, solarize and erasing have "apply": false.
+AUGMENTATIONS.add("study1", Augmentation(crop_scale=0.8, crop_scale_max=1.2, hflip=True, vflip=True, rotation=0.0,
+                                         colour_jitter=0.2, saturation=0.1, hue=0.1, jitter_p=0.8,
+                                         on_preprocessed=True, interpolation="bilinear",
+                                         order=("crop", "vflip", "hflip", "jitter")))
 MODALITY_POLICY = {"dermoscopy": "dermoscopy", "pathology": "microscopy", "blood smear microscopy": "microscopy",
                    "kidney cortex microscopy": "microscopy", "fundus": "fundus"}
+TO_TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "PILToTensor", "ToImage")
 
 
 def policy_for(name: str, dataset_name: str, colour_jitter: float | None) -> tuple[str, Augmentation]:
@@ -62,27 +87,53 @@ def policy_for(name: str, dataset_name: str, colour_jitter: float | None) -> tup
     return name, aug
 
 
+def _random_steps(aug: Augmentation, size: int, interp) -> list:
+    """The policy's random transforms, in ``aug.order``."""
+    from torchvision import transforms as T
+
+    made = {"crop": T.RandomResizedCrop(size, scale=(aug.crop_scale, aug.crop_scale_max), interpolation=interp)}
+    if aug.hflip:
+        made["hflip"] = T.RandomHorizontalFlip()
+    if aug.vflip:
+        made["vflip"] = T.RandomVerticalFlip()
+    if aug.rotation:
+        made["rotation"] = T.RandomRotation(aug.rotation, interpolation=T.InterpolationMode.BILINEAR)
+    if aug.colour_jitter or aug.hue or aug.saturation:
+        j = aug.colour_jitter
+        jitter = T.ColorJitter(brightness=j, contrast=j, saturation=j if aug.saturation is None else aug.saturation,
+                               hue=aug.hue)
+        made["jitter"] = jitter if aug.jitter_p >= 1 else T.RandomApply([jitter], p=aug.jitter_p)
+    return [made[k] for k in aug.order if k in made]
+
+
+def _flat(transform) -> list:
+    from torchvision import transforms as T
+
+    if isinstance(transform, T.Compose):
+        return [s for t in transform.transforms for s in _flat(t)]
+    return [transform]
+
+
 def train_transform(backbone: Backbone, aug: Augmentation):
     """Augmented transform with the backbone's own normalisation and interpolation."""
     from torchvision import transforms as T
 
     cfg = backbone.spec.data_config
     size = backbone.spec.img_size
-    interp = T.InterpolationMode(cfg["interpolation"]) if cfg["interpolation"] in ("bilinear", "bicubic", "nearest") \
-        else T.InterpolationMode.BICUBIC
-    steps = [to_rgb]
+    name = aug.interpolation or cfg["interpolation"]
+    interp = T.InterpolationMode(name) if name in ("bilinear", "bicubic", "nearest") else T.InterpolationMode.BICUBIC
     if aug == AUGMENTATIONS.get("none"):
         return backbone.transform  # deterministic: exactly the extract stage's preprocessing
-    steps.append(T.RandomResizedCrop(size, scale=(aug.crop_scale, 1.0), interpolation=interp))
-    if aug.hflip:
-        steps.append(T.RandomHorizontalFlip())
-    if aug.vflip:
-        steps.append(T.RandomVerticalFlip())
-    if aug.rotation:
-        steps.append(T.RandomRotation(aug.rotation, interpolation=T.InterpolationMode.BILINEAR))
-    if aug.colour_jitter:
-        j = aug.colour_jitter
-        steps.append(T.ColorJitter(brightness=j, contrast=j, saturation=j))
+    if aug.on_preprocessed:
+        steps = _flat(backbone.transform)
+        at = next((i for i, s in enumerate(steps) if type(s).__name__ in TO_TENSOR_STEPS), None)
+        if at is None:
+            raise MedfmError(f"{backbone.spec.entry.name}'s preprocessing has no ToTensor step to augment before",
+                             "use another --augment policy")
+        return T.Compose(steps[:at] + _random_steps(aug, size, interp) + steps[at:])
+    # --resize squash/pad: the random steps act on what the model would see (the squashed crop, the padded
+    # canvas); crop: on the whole image, as before policies existed
+    steps = [to_rgb, *augmentable_geometry(backbone.spec), *_random_steps(aug, size, interp)]
     steps += [T.ToTensor(), T.Normalize(cfg["mean"], cfg["std"])]
     return T.Compose(steps)
 
@@ -117,12 +168,13 @@ class BalancedDistributedSampler(DistributedSampler):
 
 
 def train_loader(ds: SeededImages, labels: np.ndarray, per_rank_batch: int, balanced: bool, seed: int,
-                 rank: int, world: int, workers: int, pin: bool, generator: torch.Generator) -> DataLoader:
+                 rank: int, world: int, workers: int, pin: bool, generator: torch.Generator,
+                 drop_last: bool = False) -> DataLoader:
     kind = BalancedDistributedSampler if balanced else DistributedSampler
     extra = {"labels": labels} if balanced else {}
     sampler = kind(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False, **extra)
     return DataLoader(ds, batch_size=per_rank_batch, sampler=sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=pin, generator=generator, prefetch_factor=2 if workers else None)
+                      pin_memory=pin, generator=generator, prefetch_factor=2 if workers else None, drop_last=drop_last)
 
 
 def eval_loader(split: Split, transform, rank: int, world: int, batch: int, workers: int, pin: bool) -> DataLoader:

@@ -33,6 +33,42 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
     return f
 
 
+def lr_at(schedule: str, step: int, peak: float, start: float, warmup: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) for a group whose peak rate is ``peak``.
+
+    Both schedules warm up linearly from ``start``: step s uses ``start + (peak - start) * (s + 1) / warmup``.
+
+    - ``cosine`` (medfm's): after ``warmup`` steps, a cosine from ``peak`` to 0 at ``total_steps``.
+    - ``constant`` (study 1's ``LinearWarmup``, ``utils/_utils.py:L116-164`` @02db977, stepped once per
+      iteration by ``MixedLRScheduler.step``, ``utils/_utils.py:L303``): the scheduler's constructor already
+      takes one step, and ``get_lr`` keeps adding ``(peak - start) / warmup`` while its counter is
+      ``<= warmup``, so step s uses ``start + (peak - start) * min(s + 1, warmup + 1) / warmup``: the rate
+      reaches ``peak`` at step ``warmup - 1`` and holds ``peak + (peak - start) / warmup`` from step
+      ``warmup`` on (the code's off-by-one, kept). No cap on ``warmup``: a warm-up longer than the run
+      never finishes, as in the code. ``warmup = 0`` holds ``peak`` from the first step. The code has no
+      such case: with neither warm-up set (``update_warmup``, ``classification.py:L103-112``, leaves both 0
+      for every dataset but APTOS/DDSM/ISIC/CheXpert) it sets ``warmup_iters = 1``, i.e. ``peak`` at step 0
+      and ``2 * peak - start`` after it; that is ``warmup = 1`` here.
+    """
+    if schedule == "constant":
+        if not warmup:
+            return peak
+        return start + (peak - start) * min(step + 1, warmup + 1) / warmup
+    if warmup and step < warmup:
+        return start + (peak - start) * (step + 1) / warmup
+    return peak * warmup_cosine(total_steps, warmup)(step)
+
+
+def lr_lambdas(schedule: str, peaks: list[float], start: float, warmup: int, total_steps: int) -> list:
+    """``LambdaLR`` multipliers, one per param group (``lr_at`` / the group's peak; the default cosine from 0
+    is today's multiplier itself, so runs made before ``--schedule`` existed compute the same rates bit for bit)."""
+    if schedule not in ("cosine", "constant"):
+        raise MedfmError(f"unknown schedule {schedule!r}", "use cosine or constant")
+    if schedule == "cosine" and start == 0:
+        return [warmup_cosine(total_steps, warmup) for _ in peaks]
+    return [lambda s, p=p: lr_at(schedule, s, p, start, warmup, total_steps) / p for p in peaks]
+
+
 def autocast(device: torch.device, amp: bool):
     if device.type == "cuda" and amp:
         return torch.autocast("cuda", dtype=torch.bfloat16)

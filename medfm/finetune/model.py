@@ -24,13 +24,14 @@ class FinetuneModel(nn.Module):
     """Backbone + head (built by the head registry, ``medfm.heads``); ``head_inputs`` is what the head
     reads ('pooled' or 'tokens'). ``train()`` keeps the frozen parts in eval mode."""
 
-    def __init__(self, backbone: Backbone, head: nn.Module, head_inputs: str, unfreeze: int):
+    def __init__(self, backbone: Backbone, head: nn.Module, head_inputs: str, unfreeze: int, backbone_eval: bool = False):
         super().__init__()
         self.net = backbone.net  # registered, so state_dict / DDP / FSDP see it
         self.head = head
         self._backbone = backbone  # plain attribute: feature/tokens logic, not a submodule
         self.head_inputs = head_inputs
         self.unfreeze = unfreeze
+        self.backbone_eval = backbone_eval
         self.frozen_modules, self.trainable_names = freeze_all_but_last(backbone, unfreeze)
         self.layer_of = layer_ids(backbone)  # parameter name in net -> layer id for lr decay
         self.num_layers = len(backbone.blocks())
@@ -40,9 +41,16 @@ class FinetuneModel(nn.Module):
         return self.head(tokens if self.head_inputs == "tokens" else pooled)
 
     def train(self, mode: bool = True) -> FinetuneModel:
+        """Frozen modules stay in eval mode, as study 1's forwards re-freeze its frozen backbones on every
+        call (``Classifier.forward``: ``self.backbone.eval()``, ``defaults/models.py:L292-296``; the
+        ``Ymodel_*`` forwards: ``freeze_foundation``, ``defaults/models.py:L549-960`` @02db977). With
+        ``backbone_eval`` the trained blocks run in eval mode too: study 1's ``Classifier.forward`` puts the
+        whole backbone in eval whenever ``freeze_backbone`` is set, partially unfrozen blocks included."""
         super().train(mode)
         for m in self.frozen_modules:
             m.eval()
+        if self.backbone_eval:
+            self.net.eval()
         return self
 
 
@@ -50,8 +58,19 @@ def freeze_all_but_last(backbone: Backbone, n: int) -> tuple[list[nn.Module], li
     """Freeze the backbone except its last ``n`` blocks (+ what follows them); return frozen modules.
 
     The returned modules are the maximal frozen subtrees, which ``FinetuneModel.train`` puts back
-    into eval mode.
+    into eval mode. With ``--drop-cutoff`` the blocks counted are those that run, and the dropped
+    blocks after them stay frozen (they never run, so they would get no gradient).
     """
+    frozen, names = _freeze_all_but_last(backbone, n)
+    dropped = backbone.dropped_blocks()
+    if not dropped:
+        return frozen, names
+    for b in dropped:
+        b.requires_grad_(False)
+    return frozen + dropped, [nm for nm, p in backbone.net.named_parameters() if p.requires_grad]
+
+
+def _freeze_all_but_last(backbone: Backbone, n: int) -> tuple[list[nn.Module], list[str]]:
     net = backbone.net
     blocks = backbone.blocks()
     if n < 0 or n > len(blocks):
@@ -104,15 +123,30 @@ def layer_ids(backbone: Backbone) -> dict[str, int]:
     return ids
 
 
-def param_groups(model: FinetuneModel, lr: float, head_lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
+def exempt_from_decay(name: str, p: torch.Tensor, rule: str = "biases_norms_tokens") -> bool:
+    """Whether a parameter trains without weight decay.
+
+    ``biases_norms_tokens`` (medfm, as timm and DINOv2): 0-/1-D parameters (biases, norm weights) and
+    position / CLS / register / mask tokens. ``biases_norms`` (study 1's ``get_params_groups``,
+    ``defaults/wrappers.py:L235-251`` @02db977, from DINO): ``name.endswith(".bias") or len(shape) == 1``;
+    the DeiT head's ``cls_token`` [1, 1, 768] and ``pos_embed`` [1, 197, 768] are decayed there.
+    """
+    if rule == "biases_norms":
+        return name.endswith(".bias") or p.ndim == 1
+    return p.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES
+
+
+def param_groups(model: FinetuneModel, lr: float, head_lr: float, weight_decay: float, layer_decay: float,
+                 no_decay: str = "biases_norms_tokens") -> list[dict]:
     """AdamW groups with layer-wise lr decay: the last block gets ``lr``, block ``i`` of L gets
     ``lr * layer_decay**(L - 1 - i)``, the stem ``lr * layer_decay**L``; the tail (final norm)
-    gets ``lr``, the head ``head_lr``. No weight decay on biases, norms (1-D) and special tokens."""
+    gets ``lr``, the head ``head_lr``. No weight decay on what ``exempt_from_decay(no_decay)`` names.
+    Frozen parameters are left out, as study 1 filters ``requires_grad`` when it builds its groups."""
     L = model.num_layers
     groups: dict[tuple, dict] = {}
 
     def add(name: str, p: torch.nn.Parameter, scale_lr: float) -> None:
-        no_wd = p.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES
+        no_wd = exempt_from_decay(name, p, no_decay)
         key = (scale_lr, no_wd)
         g = groups.setdefault(key, {"params": [], "names": [], "lr": scale_lr, "weight_decay": 0.0 if no_wd else weight_decay})
         g["params"].append(p)

@@ -19,6 +19,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import check_grey_mode, resolve_backbone
+from medfm.backbones.norm import stats_workers, with_dataset_norm
 from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
@@ -27,11 +28,13 @@ from medfm.config import FinetuneConfig, dataset_options
 from medfm.finetune.data import SeededImages, eval_loader, policy_for, train_loader, train_transform
 from medfm.distributed import Dist, setup
 from medfm.finetune.distributed import load_model_state, load_optimizer_state, model_state, optimizer_state, unwrap, wrap
-from medfm.finetune.engine import predict, train_epoch, warmup_cosine
+from medfm.finetune.engine import lr_lambdas, predict, train_epoch
+from medfm.finetune.initfrom import init_identity, load_init
 from medfm.finetune.model import FinetuneModel, param_groups
 from medfm.heads import HEADS
-from medfm.metrics import compute_metrics
-from medfm.identity import finetune_identity, with_identity
+from medfm.metrics import compute_metrics, stored_scores
+from medfm.heads.deit_weights import with_deit_identity
+from medfm.identity import finetune_identity, preprocessing_record, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import class_weights, label_budget, rows_sha256
 from medfm.ui import console, progress
@@ -39,15 +42,39 @@ from medfm.ui import console, progress
 # settings that do not change what a run computes (where it writes, how it is launched)
 # (grey is in the backbone identity's preprocessing instead, so keys of runs made before it existed stay valid)
 NOT_IDENTITY = ("out", "results", "overwrite", "resume", "device", "num_workers", "data_root", "save_model", "grey",
-                "backbones_file")  # where the user's entry was read; the entry itself is in the backbone identity
+                "resize", "resize_size", "norm",  # in the backbone identity's preprocessing, as grey
+                "backbones_file",  # where the user's entry was read; the entry itself is in the backbone identity
+                "drop_cutoff", "tokens_from")  # in the backbone identity when set, so earlier keys stay valid
 
 
 def finetune_inputs(cfg: FinetuneConfig):
     """The dataset and resolved backbone spec a fine-tune reads (no model built, nothing trained)."""
     dataset = create_dataset(cfg.dataset, cfg.data_root, metric=cfg.metric, **dataset_options(cfg))
     check_grey_mode(cfg.grey, dataset)
-    return dataset, resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
-                                     backbones_file=cfg.backbones_file)
+    reads_tokens = HEADS.get(cfg.head).reads == "tokens"  # --tokens-from matters only to a head that reads tokens
+    spec = resolve_backbone(cfg.backbone, cfg.weights, cfg.img_size, cfg.feature, grey=cfg.grey,
+                            backbones_file=cfg.backbones_file, drop_cutoff=cfg.drop_cutoff,
+                            tokens_from=cfg.tokens_from if reads_tokens else "patch", resize=cfg.resize,
+                            resize_size=cfg.resize_size)
+    if cfg.norm == "dataset":  # the train split's mean/std (computed once, kept beside the caches)
+        spec = with_dataset_norm(spec, dataset, stats_workers(cfg.num_workers), say=console.print)
+    return dataset, spec
+
+
+# study 1's training options (issue 17), left out of a run's key and identity while at these defaults, so
+# fine-tunes made before the options existed keep their keys (a sweep still finds them done) and their
+# report groups (as a backbone identity leaves out layers=1)
+ADDED_AT_DEFAULT = {"schedule": "cosine", "warmup_start_lr": 0.0, "warmup_epochs": None, "no_decay": "biases_norms_tokens",
+                    "drop_last": False, "backbone_eval": False, "init_from": None, "init_from_parts": "all"}
+
+
+def identity_settings(cfg: FinetuneConfig) -> dict:
+    """The config as the run's identity holds it: ``init_from`` becomes the file's path and sha256; the
+    options of ``ADDED_AT_DEFAULT`` appear only when set to something else."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ADDED_AT_DEFAULT or v != ADDED_AT_DEFAULT[k]}
+    if cfg.init_from is not None:
+        settings["init_from"] = init_identity(cfg.init_from)
+    return with_deit_identity(settings)
 
 
 def finetune_run_key(cfg: FinetuneConfig, inputs=None) -> str:
@@ -56,8 +83,27 @@ def finetune_run_key(cfg: FinetuneConfig, inputs=None) -> str:
     (``medfm sweep`` resolves them once per dataset x backbone and checks every row's key before training)."""
     dataset, spec = inputs or finetune_inputs(cfg)
     identity = {"kind": "finetune", "dataset": dataset.identity, "backbone": spec.identity(), "metric": dataset.headline_metric,
-                "settings": {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}}
+                "settings": {k: v for k, v in identity_settings(cfg).items() if k not in NOT_IDENTITY}}
     return run_key(identity)
+
+
+def build_model(cfg: FinetuneConfig, spec, head_spec, num_classes: int) -> tuple[FinetuneModel, dict | None]:
+    """The model a fine-tune starts from (on CPU): the backbone with its last ``--unfreeze`` blocks trainable,
+    the head seeded by ``--seed``, then ``--init-from`` loaded over both; and what was loaded (None without it)."""
+    backbone = spec.build("cpu")
+    unfreeze = cfg.blocks_to_unfreeze(len(backbone.blocks()))
+    with torch.no_grad():
+        s = spec.img_size
+        pooled, toks = backbone.embed(torch.zeros(1, 3, s, s), with_tokens=True)
+    dim = int(toks.shape[-1] if head_spec.reads == "tokens" else pooled.shape[-1])
+    torch.manual_seed(cfg.seed)
+    head = head_spec.build_module(dim, num_classes, cfg, int(toks.shape[1]))
+    model = FinetuneModel(backbone, head, head_spec.reads, unfreeze, backbone_eval=cfg.backbone_eval)
+    init = None
+    if cfg.init_from is not None:
+        init = {**init_identity(cfg.init_from), **load_init(model, cfg.init_from, cfg.init_from_parts)}
+        console.print(f"started from {init['path']} ({init['tensors_loaded']} tensors, {cfg.init_from_parts})")
+    return model, init
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict:
@@ -104,16 +150,8 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
 
     # model: frozen backbone, last N blocks (+ final norm) trainable, head seeded by --seed
     console.print(f"building [bold]{spec.entry.name}[/] ({spec.entry.model_id}, weights: {spec.weights.origin}) on {device}")
-    backbone = spec.build("cpu")
-    n_blocks = len(backbone.blocks())
-    unfreeze = cfg.blocks_to_unfreeze(n_blocks)
-    with torch.no_grad():
-        s = spec.img_size
-        pooled, toks = backbone.embed(torch.zeros(1, 3, s, s), with_tokens=True)
-    dim = int(toks.shape[-1] if head_spec.reads == "tokens" else pooled.shape[-1])
-    torch.manual_seed(cfg.seed)
-    head = head_spec.build_module(dim, C, cfg, int(toks.shape[1]))
-    model = FinetuneModel(backbone, head, head_spec.reads, unfreeze)
+    model, init = build_model(cfg, spec, head_spec, C)
+    backbone, unfreeze, n_blocks = model._backbone, model.unfreeze, model.num_layers
     if cfg.grad_checkpointing:
         if not hasattr(backbone.net, "set_grad_checkpointing"):
             raise MedfmError(f"{spec.entry.name} does not support gradient checkpointing", "drop --grad-checkpointing")
@@ -133,7 +171,10 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         console.print(f"[yellow]note:[/] {len(train_idx)} training images over {d.world} processes: DistributedSampler "
                       f"repeats {d.world - len(train_idx) % d.world} per epoch to even the shares")
     loader = train_loader(train_ds, train.labels[train_idx], per_rank, cfg.balanced_sampling, cfg.seed, d.rank, d.world,
-                          workers, pin, loader_gen)
+                          workers, pin, loader_gen, drop_last=cfg.drop_last)
+    if not len(loader):
+        raise MedfmError(f"--drop-last leaves no training batch: {len(train_idx)} training images per epoch, "
+                         f"batches of {cfg.batch_size}", "lower --batch-size or drop --drop-last")
     evals = {s: eval_loader(dataset.splits[s], backbone.transform, d.rank, d.world, per_rank, workers, pin)
              for s in ("val", "test")}
     labels_t = torch.as_tensor(train.labels)
@@ -142,8 +183,9 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     # optimiser + schedule
     updates_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total_steps = cfg.epochs * updates_per_epoch
-    warmup = min(cfg.warmup_steps, total_steps // 10)
-    if warmup < cfg.warmup_steps:
+    asked = cfg.warmup_steps if cfg.warmup_epochs is None else round(cfg.warmup_epochs * updates_per_epoch)
+    warmup = asked if cfg.schedule == "constant" else min(asked, total_steps // 10)  # study 1 caps nothing
+    if warmup < asked:
         console.print(f"warm-up capped at {warmup} steps (a tenth of this run's {total_steps} optimiser steps)")
 
     state = {"epoch": -1, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
@@ -158,9 +200,10 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     keys = ckpt.trainable_keys(model)
     model.to(device)
     wrapped = wrap(model, d, device, cfg.distributed)
-    groups = param_groups(model, cfg.lr, cfg.head_lr or cfg.lr, cfg.weight_decay, cfg.layer_decay)
+    groups = param_groups(model, cfg.lr, cfg.head_lr or cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.no_decay)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambdas(cfg.schedule, [g["initial_lr"] for g in groups],
+                                                              cfg.warmup_start_lr, warmup, total_steps))
     if resuming:
         load_optimizer_state(wrapped, opt, saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
@@ -228,6 +271,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "weights_sha256": spec.weights.sha256,
         "feature": spec.feature if head_spec.reads == "pooled" else "tokens",
         "img_size": spec.img_size,
+        "preprocessing": preprocessing_record(spec.identity()["preprocessing"]),
         "head": cfg.head,
         "unfreeze": unfreeze,
         "blocks": n_blocks,
@@ -236,10 +280,13 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "seed": cfg.seed,
         "headline_metric": {"name": metric, "value": test[metric]},
         "hyperparameters": {"lr": cfg.lr, "head_lr": cfg.head_lr or cfg.lr, "weight_decay": cfg.weight_decay,
-                            "layer_decay": cfg.layer_decay, "warmup_steps": warmup, "epochs": cfg.epochs,
+                            "layer_decay": cfg.layer_decay, "warmup_steps": warmup, "schedule": cfg.schedule,
+                            "warmup_start_lr": cfg.warmup_start_lr, "no_decay": cfg.no_decay, "drop_last": cfg.drop_last,
+                            "backbone_eval": cfg.backbone_eval, "epochs": cfg.epochs,
                             "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "grad_clip": cfg.grad_clip,
                             "augment": aug_name, "class_weight": cfg.class_weight,
                             "balanced_sampling": cfg.balanced_sampling},
+        "init_from": init,
         "best_epoch": state["best_epoch"] + 1,
         "tested_epoch": state["best_epoch"] + 1 if cfg.keep == "best" and best_path.exists() else state["epoch"] + 1,
         "epochs_run": state["epoch"] + 1,
@@ -259,7 +306,10 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "out": str(out),
         "run_key": key,
     }
-    with_identity(record, finetune_identity(cfg.to_dict(), dataset.name, dataset.identity, spec.identity(), metric, unfreeze,
+    # per-sample test scores, as probe rows keep them: the report's paired tests score entries on the same rows
+    record["predictions"] = {"test": {"y_true": np.asarray(dataset.splits["test"].labels).tolist(),
+                                      "y_score": stored_scores(probs["test"])}}
+    with_identity(record, finetune_identity(identity_settings(cfg), dataset.name, dataset.identity, spec.identity(), metric, unfreeze,
                                             n_blocks, head_spec.reads == "tokens"))
     full = model_state(wrapped, model) if cfg.save_model else None  # collective under FSDP
     if d.is_main:

@@ -3,9 +3,11 @@
 ``DeiTHead`` maps cached backbone tokens ``(B, N, in_dim)`` to logits: Linear(in_dim -> 768) +
 LayerNorm replace DeiT-B's patch embedding; DeiT-B's CLS token and its position embedding
 (resampled from 14 x 14 to the token grid) are added; then ``depth`` DeiT-B blocks, the final norm,
-the CLS token and a linear classifier. With ``deit_weights`` the DeiT parts start from an ImageNet
-DeiT-B checkpoint (timm keys, as ``deit_base_patch16_224.fb_in1k``); otherwise they are randomly
-initialised. ``medfm finetune --head deit`` trains the same module (``for_finetune``).
+the CLS token and a linear classifier. The DeiT parts start from ImageNet DeiT-B
+(``deit_base_patch16_224.fb_in1k``, timm keys) by default, as the studies' appended DeiT-B does, or
+from random init when ``--deit-weights random`` says so (``medfm.heads.deit_weights`` finds the file
+and says how to pass it when it is missing). ``medfm finetune --head deit`` trains the same module
+(``for_finetune``).
 
 ``DeiTProbe`` is the scikit-learn-shaped wrapper: AdamW with a cosine schedule, bf16 autocast on
 GPU, mini-batches streamed chunk by chunk from the on-disk token array (``TokenRows``), and the
@@ -25,6 +27,7 @@ from torch import nn
 
 from medfm.errors import MedfmError
 from medfm.heads.base import Head
+from medfm.heads.deit_weights import DEIT_ID, HOW_TO, DeitInit, resolve_deit_weights
 from medfm.probe.tokens import TokenRows, as_token_rows
 from medfm.targets import class_weights, masked_loss
 
@@ -34,15 +37,15 @@ DEIT_GRID = 14  # DeiT-B/16 at 224 px: 14 x 14 patches (+ CLS) in its position e
 
 class DeiTHead(nn.Module):
     def __init__(self, in_dim: int, num_classes: int, depth: int = 12, num_tokens: int | None = None,
-                 deit_weights: str | None = None):
+                 init: DeitInit = DeitInit("random")):
         super().__init__()
         import timm
 
         if not 1 <= depth <= 12:
             raise MedfmError(f"--head-depth {depth} is out of range", "DeiT-B has 12 blocks: use 1..12")
         deit = timm.create_model("deit_base_patch16_224", pretrained=False, depth=depth, num_classes=0)
-        if deit_weights:
-            load_deit_weights(deit, deit_weights, depth)
+        if init.kind != "random":
+            load_deit_weights(deit, init.path)
         self.proj = nn.Sequential(nn.Linear(in_dim, DEIT_DIM), nn.LayerNorm(DEIT_DIM))
         self.cls_token = deit.cls_token
         self.pos_embed = deit.pos_embed  # [1, 1 + 14*14, 768]
@@ -74,11 +77,19 @@ class DeiTHead(nn.Module):
         return self.fc(self.norm(x)[:, 0])
 
 
-def load_deit_weights(model: nn.Module, path: str, depth: int) -> None:
-    """Load an ImageNet DeiT-B checkpoint (timm keys; a ``model``/``state_dict`` wrapper is unwrapped)."""
+def load_deit_weights(model: nn.Module, path: str | Path) -> None:
+    """Load an ImageNet DeiT-B checkpoint (timm keys; a ``model``/``state_dict`` wrapper is unwrapped), strictly.
+
+    Every key of the file must be a ``deit_base_patch16_224`` key with its shape (a distilled DeiT, a
+    DeiT-S or an unrelated file is refused), and every key but the ImageNet classifier's must be there. Only the
+    patch embedding (replaced by the head's projection), the ImageNet classifier and the blocks past
+    ``--head-depth`` are not loaded.
+    """
+    import timm
+
     p = Path(path)
     if not p.is_file():
-        raise MedfmError(f"DeiT-B weights {p} not found", "pass --deit-weights PATH to a deit_base_patch16_224 checkpoint")
+        raise MedfmError(f"DeiT-B weights {p} not found", HOW_TO)
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -87,29 +98,40 @@ def load_deit_weights(model: nn.Module, path: str, depth: int) -> None:
         else:
             state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise MedfmError(f"cannot read DeiT-B weights {p}: {exc}", "pass a .pth/.safetensors DeiT-B checkpoint") from None
+        raise MedfmError(f"cannot read DeiT-B weights {p}: {' '.join(str(exc).split())[:200]}",
+                         "pass a .pth/.safetensors DeiT-B checkpoint") from None
     for wrapper in ("model", "state_dict"):
-        if isinstance(state.get(wrapper), dict):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
+    if not isinstance(state, dict):
+        raise MedfmError(f"{p} holds no state dict", f"use timm's {DEIT_ID} weights")
+    with torch.device("meta"):  # the full architecture's keys and shapes, nothing allocated
+        full = timm.create_model("deit_base_patch16_224", pretrained=False).state_dict()
+    unexpected = [k for k in state if k not in full]
+    if unexpected:
+        raise MedfmError(f"{p} is not a {DEIT_ID} checkpoint with timm keys (unexpected {', '.join(unexpected[:3])} ...)",
+                         f"use timm's {DEIT_ID} weights")
     wanted = {k: v for k, v in model.state_dict().items() if not k.startswith(("patch_embed.", "head"))}
-    missing = [k for k in wanted if k not in state]
+    missing = [k for k in full if k not in state and not k.startswith("head.")]  # the classifier may be dropped
     if missing:
-        raise MedfmError(f"{p} is not a DeiT-B checkpoint with timm keys (missing {', '.join(missing[:3])} ...)",
-                         "use timm's deit_base_patch16_224.fb_in1k weights")
-    bad = [k for k in wanted if tuple(state[k].shape) != tuple(wanted[k].shape)]
+        raise MedfmError(f"{p} is not a {DEIT_ID} checkpoint with timm keys (missing {', '.join(missing[:3])} ...)",
+                         f"use timm's {DEIT_ID} weights")
+    bad = [k for k in state if tuple(state[k].shape) != tuple(full[k].shape)]
     if bad:
-        raise MedfmError(f"{p}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, DeiT-B needs {tuple(wanted[bad[0]].shape)}",
-                         "use a DeiT-B (768-dim, patch 16) checkpoint")
-    model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+        raise MedfmError(f"{p}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, DeiT-B needs {tuple(full[bad[0]].shape)}",
+                         "use a DeiT-B (768-dim, patch 16, 224 px) checkpoint")
+    result = model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+    left = [k for k in result.missing_keys if not k.startswith(("patch_embed.", "head"))]
+    assert not left and not result.unexpected_keys, (left, result.unexpected_keys)  # wanted came from the model
 
 
 class DeiTProbe(Head):
     """Trains a ``DeiTHead`` on cached token rows (``TokenRows``); ``fit``/``predict_proba``/``predict``/``score``."""
 
-    def __init__(self, task: str, metric: str, depth: int = 12, deit_weights: str | None = None, epochs: int = 10,
+    def __init__(self, task: str, metric: str, depth: int = 12, init: DeitInit = DeitInit("random"), epochs: int = 10,
                  batch_size: int = 64, lr: float = 1e-4, weight_decay: float = 1e-5, warmup_frac: float = 0.1,
                  grad_clip: float = 1.0, class_weight: bool = False, seed: int = 0, device="cpu"):
-        self.task, self.metric, self.depth, self.deit_weights = task, metric, depth, deit_weights
+        self.task, self.metric, self.depth, self.init = task, metric, depth, init
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.warmup_frac, self.grad_clip, self.class_weight, self.seed = warmup_frac, grad_clip, class_weight, seed
         self.device = torch.device(device)
@@ -125,7 +147,7 @@ class DeiTProbe(Head):
         self.num_classes_ = self._num_classes(y, y_val, num_classes)
         torch.manual_seed(self.seed)
         n_tok, dim = rows.token_shape
-        self.model_ = DeiTHead(dim, self.num_classes_, self.depth, n_tok, self.deit_weights).to(self.device)
+        self.model_ = DeiTHead(dim, self.num_classes_, self.depth, n_tok, self.init).to(self.device)
         opt = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         steps = self.epochs * math.ceil(len(rows) / self.batch_size)
         warm = max(1, int(self.warmup_frac * steps))
@@ -160,7 +182,7 @@ class DeiTProbe(Head):
             self.model_.load_state_dict(best[1])
         self.best_params_ = {"lr": self.lr, "weight_decay": self.weight_decay, "depth": self.depth,
                              "best_epoch": best[2], "epochs": self.epochs,
-                             "init": "imagenet" if self.deit_weights else "random"}
+                             "init": self.init.label, "deit_weights": self.init.identity()}
         return self
 
     def _predict_rows(self, rows: TokenRows) -> np.ndarray:
@@ -178,10 +200,11 @@ class DeiTProbe(Head):
 
 
 def for_probe(cfg, task: str, metric: str, device) -> DeiTProbe:
-    return DeiTProbe(task=task, metric=metric, depth=cfg.head_depth, deit_weights=cfg.deit_weights, epochs=cfg.epochs,
+    return DeiTProbe(task=task, metric=metric, depth=cfg.head_depth, init=resolve_deit_weights(cfg.deit_weights), epochs=cfg.epochs,
                      batch_size=cfg.head_batch_size, lr=cfg.head_lr, class_weight=cfg.class_weight, seed=cfg.seed,
                      device=device)
 
 
 def for_finetune(dim: int, num_classes: int, cfg, num_tokens: int) -> DeiTHead:
-    return DeiTHead(dim, num_classes, depth=cfg.head_depth, num_tokens=num_tokens, deit_weights=cfg.deit_weights)
+    return DeiTHead(dim, num_classes, depth=cfg.head_depth, num_tokens=num_tokens,
+                    init=resolve_deit_weights(cfg.deit_weights))

@@ -31,11 +31,11 @@ from medfm.data import Dataset, create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import make_loader
 from medfm.paths import cache_root
+from medfm.pixels.read import RESIZE_POLICY
 from medfm.ui import console, progress
 
 PIXEL_FORMAT = PIXELS.fmt
 PIXEL_FORMAT_VERSION = PIXELS.version
-RESIZE_POLICY = "shorter side to N (PIL bicubic, antialiased), centre crop N x N"
 
 
 @dataclass

@@ -24,6 +24,9 @@ from medfm.data import Dataset
 from medfm.errors import MedfmError
 from medfm.paths import cache_root
 
+# how `medfm prepare` makes its squares (in every pixel cache's fingerprint inputs): the crop policy's geometry
+RESIZE_POLICY = "shorter side to N (PIL bicubic, antialiased), centre crop N x N"
+
 # torch's antialiased resize knows bilinear and bicubic; timm's other names map to the closest one
 _MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "bilinear", "lanczos": "bicubic", "box": "bilinear"}
 
@@ -36,6 +39,23 @@ def scale_size(data_config: dict, img_size: int) -> int:
 def reproducible(data_config: dict) -> bool:
     """Whether the backbone's preprocessing crops the centre (so a centre square holds its input)."""
     return data_config.get("resize_mode", "shortest") in ("shortest", "center")
+
+
+def pixel_choice(requested: str | None, spec, say=None) -> str | None:
+    """Which pixel cache extract may read: ``requested`` (a path, 'none', or None = auto) checked against
+    the spec's resize policy. Pixel caches hold centre squares made by the crop policy (``RESIZE_POLICY``),
+    which have lost what ``--resize squash`` (the whole image, squashed) and ``pad`` (the unscaled image
+    on black) need, and were resized to N, not to a ``--resize-size``: such runs decode the files, and an
+    explicit pixel cache is refused."""
+    if not spec.default_preprocessing:
+        name = spec.policy_name
+        if requested not in (None, "none"):
+            raise MedfmError(f"--pixels {requested} holds centre-cropped squares, which the {name} resize policy "
+                             "cannot be made from", "drop --pixels (or pass --pixels none): the images are decoded")
+        if say:
+            say(f"resize policy {name}: decoding the image files (pixel caches hold centre-cropped squares)")
+        return "none"
+    return requested if (requested or reproducible(spec.data_config)) else "none"
 
 
 def batch_transform(data_config: dict, img_size: int):
@@ -76,6 +96,9 @@ class PixelCache(StoreReader):
 
     def check_dataset(self, dataset: Dataset) -> None:
         """Refuse pixels of another dataset, split or content (identity includes the split sha256)."""
+        if self.meta["fingerprint_inputs"].get("resize") != RESIZE_POLICY:
+            raise MedfmError(f"pixel cache {self.path} was not made by the crop policy ({RESIZE_POLICY})",
+                             "rerun `medfm prepare`, or use --pixels none")
         if self.meta["fingerprint_inputs"]["dataset"] != dataset.identity:
             raise MedfmError(f"pixel cache {self.path} was prepared from a different dataset or split",
                              f"rerun `medfm prepare --dataset {dataset.name}` with the same options, or use --pixels none")
@@ -109,7 +132,8 @@ def find_pixel_cache(dataset: Dataset, need: int, explicit: str | None) -> Pixel
             cache = PixelCache(path)
         except MedfmError:
             continue
-        if cache.size >= need and cache.meta["fingerprint_inputs"]["dataset"] == dataset.identity:
+        inputs = cache.meta["fingerprint_inputs"]
+        if cache.size >= need and inputs["dataset"] == dataset.identity and inputs.get("resize") == RESIZE_POLICY:
             if best is None or cache.size < best.size:
                 best = cache
     return best

@@ -22,11 +22,12 @@ from medfm.config import ProbeConfig
 from medfm.data.splits import stratified_partition
 from medfm.errors import MedfmError
 from medfm.distributed import pick_device
-from medfm.metrics import check_metric_for_task, compute_metrics
+from medfm.metrics import check_metric_for_task, compute_metrics, stored_scores
 from medfm.heads import HEADS
 from medfm.probe.tokens import TokenRows
 from medfm.protocol import bootstrap_ci
-from medfm.identity import probe_identity, with_identity
+from medfm.heads.deit_weights import with_deit_identity
+from medfm.identity import preprocessing_record, probe_identity, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
 from medfm.targets import label_budget, rows_sha256
 from medfm.ui import console
@@ -61,7 +62,8 @@ def probe_metric(cfg: ProbeConfig, cache: FeatureCache) -> str:
 
 def probe_run_key(cfg: ProbeConfig, cache: FeatureCache) -> str:
     """The results-store key of this probe: cache fingerprint, head, metric and every setting that matters."""
-    settings = cfg.to_dict() | {"cache": None, "out": None, "results": None, "overwrite": None, "device": None}
+    settings = with_deit_identity(cfg.to_dict()) | {"cache": None, "out": None, "results": None, "overwrite": None,
+                                                    "device": None}
     for picker in ("dataset", "backbone"):  # which caches a bare `medfm probe` picks; keys made before them stay valid
         settings.pop(picker)
     identity = {"kind": "probe", "cache": cache.meta["fingerprint"], "head": cfg.head, "metric": probe_metric(cfg, cache),
@@ -129,6 +131,7 @@ def run_probe(cfg: ProbeConfig, cache: FeatureCache | None = None) -> dict:
         "weights_sha256": bb_meta["weights"]["sha256"],
         "feature": bb_meta["feature"],
         "img_size": bb_meta["preprocessing"]["input_size"][-1],
+        "preprocessing": preprocessing_record(bb_meta["preprocessing"]),
         "head": cfg.head,
         "fraction": cfg.fraction,
         "seed": cfg.seed,
@@ -153,10 +156,10 @@ def run_probe(cfg: ProbeConfig, cache: FeatureCache | None = None) -> dict:
     if getattr(head, "history_", None):
         record["history"] = head.history_
     if cfg.store_predictions:
-        record["predictions"] = {"test": {"y_true": y_te.tolist(), "y_score": np.round(p_test, 5).tolist()}}
+        record["predictions"] = {"test": {"y_true": y_te.tolist(), "y_score": stored_scores(p_test)}}
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
     record["run_key"] = key
-    with_identity(record, probe_identity(cfg.to_dict(), cache.meta, metric, spec.reads == "tokens"))
+    with_identity(record, probe_identity(with_deit_identity(cfg.to_dict()), cache.meta, metric, spec.reads == "tokens"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"probe": cfg.to_dict()}, indent=2))
     return finish_run(out, record, store, "probe")

@@ -4,6 +4,12 @@ Writes into ``--out``: ``leaderboard.md``, ``results.csv`` (every group: every l
 ``report.html`` (the table and every figure embedded as base64 PNG: one file to send around) and
 ``figures/*.png``. Numbers are the headline metric, mean ± std over seeds, with the bootstrap 95 %
 CI described in ``medfm.report.aggregate``.
+
+The statistics sections (``medfm.report.sections``; each also written as a CSV beside the leaderboard):
+paired comparisons of the entries of each dataset (``paired``: "tied for best" marks and a pairwise matrix
+figure), ranks across datasets with the Friedman test and a critical-difference diagram (``across``),
+fine-tuned minus frozen at each label budget, and with ``--published FILE`` the published numbers beside
+the matching entries (``published_view``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ from pathlib import Path
 
 from medfm.config import ReportConfig
 from medfm.errors import MedfmError
-from medfm.report import figures
+from medfm.published import read_published, resolve_published
+from medfm.report import figures, sections, stat_figures
+from medfm.report.across import across_datasets
+from medfm.report.paired import compare_datasets, exact_vs_fast, frozen_vs_tuned
+from medfm.report.published_view import match
 from medfm.identity import NOT_IN_OLD_ROWS, flat_identity, identity_of
 from medfm.report.aggregate import Group, backbone_ranks, group_rows, leaderboard
 from medfm.results import ResultsStore
@@ -33,15 +43,21 @@ def _fmt(g: Group) -> str:
     return s
 
 
-COLUMNS = ("dataset", "metric", "run", "kind", "fraction", "seeds", "test (mean ± std [95% CI])")
+COLUMNS = ("dataset", "metric", "run", "kind", "fraction", "seeds", "test (mean ± std [95% CI])", "vs best")
+PUBLISHED_COLUMNS = ("published", "medfm − published")
 # results.csv: every identity field as a column (settings mappings as JSON), then the numbers
 CSV_FIELDS = ("kind", "dataset", "backbone", "weights", "weights_sha256", "feature", "layers", "img_size", "grey", "tokens",
               "dtype", "pixels", "head", "head_settings", "unfreeze", "blocks", "finetune", "fraction", "metric",
               "dataset_sha256", "identity_version")
 
 
-def _row(g: Group) -> list[str]:
-    return [g.dataset, g.metric, g.label, g.kind, f"{g.fraction:g}", str(len(g.rows)), _fmt(g)]
+def _row(g: Group, status: dict[str, str], published: dict[str, tuple] | None = None) -> list[str]:
+    cells = [g.dataset, g.metric, g.label, g.kind, f"{g.fraction:g}", str(len(g.rows)), _fmt(g), status.get(g.key, "")]
+    if published is not None:
+        value, diff, differs = published.get(g.key, (None, None, False))
+        cells += ["" if value is None else f"{value:.4f}" + (" (protocol differs)" if differs else ""),
+                  "" if diff is None else f"{diff:+.4f}"]
+    return cells
 
 
 def select_rows(records: list[dict], cfg: ReportConfig) -> list[dict]:
@@ -86,6 +102,8 @@ def _slug(*parts) -> str:
 
 def run_report(cfg: ReportConfig) -> dict:
     store = ResultsStore(cfg.results, readonly=True)  # refuses a file that is not a medfm store; never writes
+    pub_path = resolve_published(cfg.published) if cfg.published else None  # a bad file stops before any work
+    published = read_published(pub_path) if pub_path else None
     records = select_rows(store.records(), cfg)
     if not records:
         what = "rows" if not (cfg.kind or cfg.dataset or cfg.fraction or cfg.where) else "rows matching the filters"
@@ -100,6 +118,21 @@ def run_report(cfg: ReportConfig) -> dict:
     board = leaderboard(groups)
     ranks = backbone_ranks(board)
     datasets = sorted({g.dataset for g in groups})
+    comparisons = compare_datasets(board, cfg.bootstrap)
+    status = {g.key: c.status(g) for c in comparisons for g in c.entries}
+    status |= {g.key: "not compared" for c in comparisons for g, _ in c.left_out}
+    across = across_datasets(board)
+    tuned, tuned_notes = frozen_vs_tuned(groups, cfg.bootstrap)
+    stat_sections = [sections.pairwise(comparisons), sections.across(across), sections.frozen_tuned(tuned, tuned_notes)]
+    exact, exact_notes = exact_vs_fast(groups, cfg.bootstrap)
+    if exact or exact_notes:  # only where rows of both fidelities exist
+        stat_sections.append(sections.exact_fast(exact, exact_notes))
+    pub_cells = None
+    if published is not None:
+        matched, unmatched = match(board, published)
+        stat_sections += sections.published(matched, unmatched, pub_path.name)
+        pub_cells = {c.entry["group"].key: (c.published.value, c.difference, bool(c.protocol_differences))
+                     for c in matched if c.entry["metric"] == c.entry["group"].metric}
 
     labels = {r.get("run_key"): g.title for g in groups for r in g.rows}
     figs: list[tuple[str, str, bytes]] = []  # (section, title, png)
@@ -113,6 +146,17 @@ def run_report(cfg: ReportConfig) -> dict:
         if cm:
             figs.append((ds, f"confusion matrix — {ds}, best: {top.label}", cm))
     figs.append(("ranking", "backbone ranking", figures.ranking(ranks)))
+    for c in comparisons:
+        matrix = stat_figures.pairwise_matrix(c)
+        if matrix:
+            figs.append((c.dataset, f"pairwise matrix — {c.dataset}", matrix))
+    cd = stat_figures.cd_diagram(across)
+    if cd:
+        figs.append(("ranking", "critical-difference diagram", cd))
+    for ds in datasets:
+        fvt = stat_figures.frozen_vs_tuned(tuned, ds)
+        if fvt:
+            figs.append((ds, f"frozen vs fine-tuned — {ds}", fvt))
     for r in records:
         if r.get("history"):
             label = labels.get(r.get("run_key"), f"{r['backbone']} + {r['head']}")
@@ -127,27 +171,39 @@ def run_report(cfg: ReportConfig) -> dict:
     old = sum(1 for g in groups if g.identity.get("identity_version") == 0 for _ in g.rows)
     note = (f" {old} rows predate run identities: they are grouped by what they recorded (cache fingerprint, head, "
             f"grid, label budget); {', '.join(NOT_IN_OLD_ROWS)} were not recorded." if old else "")
+    columns = COLUMNS + (PUBLISHED_COLUMNS if pub_cells is not None else ())
     md = ["# medfm leaderboard", "", f"Results store: `{store.path}` ({len(records)} rows). Headline metric on test at "
           "the largest label budget: mean ± std over seeds [bootstrap 95 % CI]. A row is one run identity "
-          "(everything but the seed); its label shows what sets it apart." + note + _filters(cfg), "",
-          "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    md += ["| " + " | ".join(_row(g)) + " |" for g in board]
+          "(everything but the seed); its label shows what sets it apart. \"vs best\": the dataset's best entry, "
+          "the entries tied for best (not significantly worse than it on the same test rows, Holm-corrected; see the "
+          "paired comparisons below) and those below it." + note + _filters(cfg), "",
+          "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    md += ["| " + " | ".join(_row(g, status, pub_cells)) + " |" for g in board]
     md += ["", "Backbone ranking (mean rank over datasets): " + ", ".join(f"{b} {r:.2f}" for b, r in ranks.items()), ""]
+    from medfm.fidelity import report_lines  # issue 17: per row group, the fidelity it ran and its departures
+
+    md += report_lines(board)
     dup_notes = duplicate_notes(records)
     md += [f"Duplicates in the data: {n}" for n in dup_notes] + ([""] if dup_notes else [])
+    for section in stat_sections:
+        md += section.markdown()
     (out / "leaderboard.md").write_text("\n".join(md) + "\n")
 
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["run", *CSV_FIELDS, "identity_sha256", "n_seeds", "seeds", "mean", "std", "ci95_low", "ci95_high"])
+        w.writerow(["run", *CSV_FIELDS, "identity_sha256", "n_seeds", "seeds", "mean", "std", "ci95_low", "ci95_high",
+                    "vs_best"])
         for g in groups:
             ident = [json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
                      for v in (g.identity.get(k) for k in CSV_FIELDS)]
             w.writerow([g.label, *ident, g.key, len(g.rows), " ".join(map(str, g.seeds)), g.mean, g.std,
-                        g.ci[0] if g.ci else "", g.ci[1] if g.ci else ""])
+                        g.ci[0] if g.ci else "", g.ci[1] if g.ci else "", status.get(g.key, "")])
 
-    (out / "report.html").write_text(_html(board, groups, figs, ranks, store.path, len(records), dup_notes))
-    result = {"out": str(out), "html": str(out / "report.html"), "markdown": str(out / "leaderboard.md"),
+    tables = [p for p in (section.write_csv(out) for section in stat_sections) if p]
+    (out / "report.html").write_text(_html(board, groups, figs, ranks, store.path, len(records), dup_notes,
+                                           [_row(g, status, pub_cells) for g in board], columns, stat_sections))
+    result = {"tables": [str(p) for p in tables], "vs_best": {f"{g.dataset}: {g.title}": status[g.key] for g in board if status.get(g.key)},
+              "out": str(out), "html": str(out / "report.html"), "markdown": str(out / "leaderboard.md"),
               "csv": str(out / "results.csv"), "figures": [str(p) for p in paths], "rows": len(records),
               "groups": len(groups)}
     console.print(f"[green]wrote[/] {out / 'report.html'} ({len(figs)} figures)")
@@ -165,10 +221,10 @@ def duplicate_notes(records: list[dict]) -> list[str]:
     return [f"{ds}: {note}" for ds, note in sorted(seen.items())]
 
 
-def _html(board, groups, figs, ranks, store_path, n_rows, dup_notes=()) -> str:
+def _html(board, groups, figs, ranks, store_path, n_rows, dup_notes, rows, columns, stat_sections) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in _row(g)) + "</tr>" for g in board)
+    head = "".join(f"<th>{e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f'<td class="{_cls(c)}">{e(c)}</td>' for c in r) + "</tr>" for r in rows)
     imgs = "".join(
         f'<figure><img alt="{e(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{e(title)}</figcaption></figure>"
@@ -179,6 +235,7 @@ def _html(board, groups, figs, ranks, store_path, n_rows, dup_notes=()) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>medfm report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#eee}}
+td.best,td.tied-for-best{{font-weight:bold;color:#064}}
 figure{{display:inline-block;margin:1em;vertical-align:top}}figcaption{{font-size:small;color:#444}}</style></head>
 <body><h1>medfm report</h1>
 <p>{n_rows} result rows from <code>{e(str(store_path))}</code>; {len(groups)} run identities (everything but the seed; a label shows what sets a row apart).
@@ -186,6 +243,11 @@ Headline metric on test at the largest label budget: mean ± std over seeds [boo
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <p>Backbone ranking (mean rank over datasets): {rank_txt}</p>
 {"".join(f"<p>Duplicates in the data: {e(n)}</p>" for n in dup_notes)}
+{"".join(section.html() for section in stat_sections)}
 <h2>Figures</h2>{imgs}
 </body></html>
 """
+
+
+def _cls(cell: str) -> str:
+    return re.sub(r"[^a-z]+", "-", cell) if cell in ("best", "tied for best", "below best") else ""

@@ -1,0 +1,125 @@
+"""``--norm dataset``: normalise with the train split's own per-channel mean/std (study 1's recipe).
+
+Study 1 normalises every dataset with its own statistics (``defaults/datasets.py`` class attributes
+``mean``/``std``, e.g. CheXpert ``(0.503,)``; grey datasets have one channel for its 1-channel stem).
+medfm computes them instead of copying numbers: the mean and (population) std of every pixel of
+the TRAIN split's images after the resize policy (padding included, unnormalised, in [0, 1]), per
+channel; with ``--grey red`` one channel (the grey image's, which the red filter sees). Val and test
+use the train statistics.
+
+They are computed once and kept in a JSON sidecar under ``$MEDFM_CACHE/<dataset>/norm-<key>.json``,
+keyed by the dataset's identity (content + split) and the geometry (policy, sizes, interpolation,
+channels), so an extract and a fine-tune of the same dataset and preprocessing share one computation.
+The values then replace the backbone's mean/std in its ``data_config``: they are in the cache
+fingerprint, the cache metadata and the run identity like any other preprocessing setting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from medfm.backbones.preprocess import MINMAX, RESIZE_POLICIES
+from medfm.errors import MedfmError
+
+STATS_VERSION = 1
+GEOMETRY_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "resize_mode")
+
+
+def stats_workers(requested: int | None) -> int:
+    """Decoding workers for the statistics pass: the run's --num-workers, else extract's CPU default."""
+    from medfm.extract.loader import default_workers
+
+    return requested if requested is not None else default_workers(torch.device("cpu"))
+
+
+def stats_key(spec, dataset) -> dict:
+    """What the statistics depend on: dataset content and split, and the pixels the model is fed."""
+    if RESIZE_POLICIES.get(spec.policy_name).own:  # the library's transform: its data_config geometry
+        geometry = {"loader": spec.entry.loader, **{k: spec.data_config.get(k) for k in GEOMETRY_KEYS}}
+    else:
+        geometry = spec.resize_identity()
+    return {"version": STATS_VERSION, "dataset": dataset.identity, "split": "train", "geometry": geometry,
+            "channels": 1 if spec.grey == "red" else 3}
+
+
+def stats_path(dataset, digest: str) -> Path:
+    from medfm.paths import cache_root
+
+    return cache_root() / dataset.name / f"norm-{digest[:16]}.json"
+
+
+def compute_stats(spec, split, channels: int, workers: int = 0, batch_size: int = 64) -> dict:
+    """Per-channel mean and population std of the split's unnormalised model inputs (float64 sums)."""
+    from torchvision import transforms
+
+    from medfm.backbones import image_transform, to_rgb
+    from medfm.extract.loader import make_loader
+
+    unit = replace(spec, data_config={**spec.data_config, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)})
+    tf = transforms.Compose([to_rgb, image_transform(unit)])  # the model input with mean 0 / std 1: pixels in [0, 1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for images, _, errors in make_loader(split, tf, list(range(len(split))), batch_size, workers, torch.device("cpu")):
+        if errors:
+            raise MedfmError(f"--norm dataset cannot read {errors[0]}", "fix or remove that file, then rerun")
+        x = images[:, :channels].double()
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    if not count:
+        raise MedfmError("--norm dataset needs train images, and the train split is empty", "use --norm backbone")
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(0).sqrt()
+    return {"mean": mean.tolist(), "std": std.tolist(), "images": len(split), "pixels_per_channel": count}
+
+
+def dataset_stats(spec, dataset, workers: int = 0, say=None) -> dict:
+    """The train statistics for this dataset and preprocessing: read from the sidecar, or computed and stored."""
+    from medfm.cache.fingerprint import fingerprint
+
+    key = stats_key(spec, dataset)
+    digest = fingerprint(key)
+    path = stats_path(dataset, digest)
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text())
+            if record.get("key_sha256") == digest:
+                return record
+        except (OSError, ValueError):
+            pass  # unreadable: recomputed and replaced below
+    if "train" not in dataset.splits:
+        raise MedfmError(f"--norm dataset needs a train split; {dataset.name} has {', '.join(dataset.splits)}",
+                         "use --norm backbone")
+    if say:
+        say(f"computing --norm dataset statistics on {len(dataset.splits['train'])} train images -> {path}")
+    record = {"key_sha256": digest, "key": key, **compute_stats(spec, dataset.splits["train"], key["channels"], workers),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, path)  # atomic: a concurrent run reads the old file or the whole new one
+    return record
+
+
+def with_dataset_norm(spec, dataset, workers: int = 0, say=None):
+    """``spec`` whose mean/std are the train split's (recorded under ``data_config['norm']``)."""
+    if spec.data_config.get("normalize") == MINMAX:
+        raise MedfmError(f"--norm dataset replaces a mean/std normalisation, but {spec.entry.name} min-max scales "
+                         "each image (its authors' preprocessing)", "drop --norm dataset for this backbone")
+    stats = dataset_stats(spec, dataset, workers, say)
+    if min(stats["std"]) <= 0:
+        raise MedfmError(f"--norm dataset: a channel of {dataset.name}'s train images is constant (std 0)",
+                         "use --norm backbone")
+    mean, std = stats["mean"], stats["std"]
+    if len(mean) == 1:  # --grey red: G and B are zeroed after normalising, the red filter sees this channel
+        mean, std = mean * 3, std * 3
+    norm = {"kind": "dataset", "split": "train", "channels": len(stats["mean"]), "images": stats["images"],
+            "mean": stats["mean"], "std": stats["std"]}
+    return replace(spec, data_config={**spec.data_config, "mean": tuple(mean), "std": tuple(std), "norm": norm})

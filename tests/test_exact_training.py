@@ -1,0 +1,269 @@
+"""Study 1's training as ordinary ``medfm finetune`` options (issue 17): the warm-up-then-constant schedule,
+the optimiser's no-decay rule, the ``study1`` augmentation policy, ``--init-from``, and frozen rows through
+the fine-tune path leaving every backbone tensor bit-identical.
+
+References are computed here from study 1's code (sajjad-sh33/Medical-Transfer-Learning @02db977); the
+runs use real MobileNetV2 weights at 32-64 px on the real PneumoniaMNIST subset, seconds each.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from tests.test_finetune import one_thread
+
+EXACT = dict(schedule="constant", warmup_start_lr=1e-8, no_decay="biases_norms", augment="study1", drop_last=True)
+
+
+class Study1LinearWarmup(torch.optim.lr_scheduler.LRScheduler):
+    """Study 1's ``LinearWarmup`` (``utils/_utils.py:L116-164`` @02db977), retyped as the reference: it sets every
+    group to ``eta_min``, then adds ``(max_lr - eta_min) / warmup_iters`` per step while its counter is
+    ``<= warmup_iters``, the constructor's own step included; ``warmup_epochs`` wins over ``warmup_iters``."""
+
+    def __init__(self, optimizer, max_lr, warmup_iters=0, warmup_epochs=0, eta_min=1e-8, steps_per_epoch=None):
+        if warmup_epochs:
+            warmup_iters = steps_per_epoch * warmup_epochs
+        if not warmup_iters:  # neither set (every dataset but APTOS/DDSM/ISIC/CheXpert, classification.py:L103-112)
+            warmup_iters = 1
+        self.warmup_iters, self.eta_min, self.max_lr = warmup_iters, eta_min, max_lr
+        for group in optimizer.param_groups:
+            group["lr"] = eta_min
+        super().__init__(optimizer, -1)
+
+    def get_lr(self):
+        if self.last_epoch > self.warmup_iters:
+            return [g["lr"] for g in self.optimizer.param_groups]
+        return [g["lr"] + (1 / self.warmup_iters) * (self.max_lr - self.eta_min) for g in self.optimizer.param_groups]
+
+
+def study1_rates(steps: int, peak: float, warmup_iters=0, warmup_epochs=0, steps_per_epoch=None) -> list[float]:
+    """The rate each optimiser step of study 1's trainer uses (``defaults/trainer.py:L104-126``: step, then
+    ``scheduler.step()`` once per iteration)."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=peak)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sched = Study1LinearWarmup(opt, peak, warmup_iters, warmup_epochs, steps_per_epoch=steps_per_epoch)
+        rates = []
+        for _ in range(steps):
+            rates.append(opt.param_groups[0]["lr"])
+            sched.step()  # (the optimiser step in between does not touch the rate)
+    return rates
+
+
+def medfm_rates(schedule: str, steps: int, peaks: list[float], start: float, warmup: int) -> list[list[float]]:
+    """The rates medfm's ``LambdaLR`` gives each group, built as ``run_finetune`` builds it."""
+    from medfm.finetune.engine import lr_lambdas
+
+    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": p} for p in peaks])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambdas(schedule, peaks, start, warmup, steps))
+    rates = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(steps):
+            rates.append([g["lr"] for g in opt.param_groups])
+            sched.step()
+    return rates
+
+
+def test_constant_schedule_is_study1_linear_warmup_step_for_step():
+    from medfm.finetune.engine import lr_at, warmup_cosine
+
+    for warmup_iters, steps in ((250, 260), (7, 30), (1, 5)):  # long (ISIC/CheXpert: 1,000), short, shortest
+        ref = study1_rates(steps, 1e-4, warmup_iters=warmup_iters)
+        got = medfm_rates("constant", steps, [1e-4, 1e-4], 1e-8, warmup_iters)
+        for s in range(steps):
+            assert got[s][0] == pytest.approx(ref[s], rel=1e-9, abs=0) and got[s][1] == got[s][0], (warmup_iters, s)
+        # the code's off-by-one: peak at step warmup - 1, then one more increment, held
+        assert ref[warmup_iters - 1] == pytest.approx(1e-4, rel=1e-9)
+        assert ref[-1] == pytest.approx(1e-4 + (1e-4 - 1e-8) / warmup_iters, rel=1e-9)
+    # warm-up in epochs (APTOS/DDSM: 5 epochs x steps per epoch), no cap even when it outlasts the run
+    ref = study1_rates(40, 1e-4, warmup_iters=1000, warmup_epochs=5, steps_per_epoch=9)
+    assert [lr_at("constant", s, 1e-4, 1e-8, 45, 40) for s in range(40)] == pytest.approx(ref, rel=1e-9)
+    # cosine from 0 is today's multiplier bit for bit; a start rate lifts the warm-up only
+    assert medfm_rates("cosine", 50, [2e-4], 0.0, 5) == [[2e-4 * warmup_cosine(50, 5)(s)] for s in range(50)]
+    rates = [r[0] for r in medfm_rates("cosine", 50, [2e-4], 1e-6, 5)]
+    assert rates[0] == pytest.approx(1e-6 + (2e-4 - 1e-6) / 5) and rates[4] == pytest.approx(2e-4)
+    assert rates[20] == pytest.approx(2e-4 * 0.5 * (1 + math.cos(math.pi * 15 / 45)))
+    assert lr_at("constant", 0, 3e-4, 1e-8, 0, 10) == lr_at("constant", 9, 3e-4, 1e-8, 0, 10) == 3e-4
+    # the code without any warm-up falls back to one step: lr, then 2 lr - 1e-8 (medfm: --warmup-steps 1)
+    ref = study1_rates(4, 1e-4)
+    assert ref == pytest.approx([1e-4, 2e-4 - 1e-8, 2e-4 - 1e-8, 2e-4 - 1e-8], rel=1e-9)
+    assert [lr_at("constant", s, 1e-4, 1e-8, 1, 4) for s in range(4)] == pytest.approx(ref, rel=1e-9)
+
+
+def test_study1_no_decay_rule_decays_the_deit_tokens():
+    """study 1's get_params_groups (defaults/wrappers.py:L235-251): no decay iff name ends in .bias or 1-D."""
+    from medfm.finetune import FinetuneConfig
+    from medfm.finetune.model import exempt_from_decay
+    from medfm.heads import HEADS
+
+    cfg = FinetuneConfig(backbone="x", dataset="y", head="deit", head_depth=1, deit_weights=_deit_random())
+    head = HEADS.get("deit").build_module(16, 2, cfg, 4)
+    params = dict(head.named_parameters())
+    study = {n for n, p in params.items() if exempt_from_decay(n, p, "biases_norms")}
+    assert study == {n for n, p in params.items() if n.endswith(".bias") or len(p.shape) == 1}
+    assert "cls_token" not in study and "pos_embed" not in study and "blocks.0.norm1.weight" in study
+    medfm = {n for n, p in params.items() if exempt_from_decay(n, p)}
+    assert medfm == study | {"cls_token", "pos_embed"}
+
+
+def test_study1_augmentation_policy_is_the_codes_train_transforms(mobilenet_weights):
+    """params.json's train_transforms in get_trans_list's order (defaults/bases.py:L63-158), after the eval
+    preprocessing's resize + centre crop, before ToTensor / Normalize."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from medfm.backbones import create_backbone
+    from medfm.finetune.data import _flat, policy_for, train_transform
+
+    name, aug = policy_for("study1", "pneumoniamnist", None)
+    backbone = create_backbone("mobilenetv2", weights=str(mobilenet_weights), img_size=64)
+    steps = _flat(train_transform(backbone, aug))
+    kinds = [type(s).__name__ for s in steps]
+    eval_kinds = [type(s).__name__ for s in _flat(backbone.transform)]
+    at = kinds.index("RandomResizedCrop")
+    assert kinds[:at] == eval_kinds[: eval_kinds.index("MaybeToTensor")]  # the 64 px crop first
+    assert kinds[at:at + 4] == ["RandomResizedCrop", "RandomVerticalFlip", "RandomHorizontalFlip", "RandomApply"]
+    assert kinds[at + 4:] == ["MaybeToTensor", "Normalize"]
+    crop, vflip, hflip, jitter = steps[at:at + 4]
+    assert crop.size == (64, 64) and crop.scale == (0.8, 1.2) and crop.interpolation == T.InterpolationMode.BILINEAR
+    assert crop.ratio == pytest.approx((3 / 4, 4 / 3))
+    assert vflip.p == hflip.p == 0.5 and jitter.p == 0.8 and len(jitter.transforms) == 1
+    cj = jitter.transforms[0]
+    assert [*cj.brightness, *cj.contrast, *cj.saturation, *cj.hue] == pytest.approx([0.8, 1.2, 0.8, 1.2, 0.9, 1.1,
+                                                                                     -0.1, 0.1])
+    img = Image.new("L", (90, 70), 128)
+    assert train_transform(backbone, aug)(img).shape == (3, 64, 64)
+
+
+def _deit_random():
+    """'random' where the deit head takes it (issue 17 makes ImageNet its default); None where None is random."""
+    from medfm.errors import MedfmError
+    from medfm.finetune import FinetuneConfig
+    from medfm.heads import HEADS
+
+    try:
+        cfg = FinetuneConfig(backbone="mobilenetv2", dataset="x", head="deit", head_depth=1, deit_weights="random")
+        HEADS.get("deit").build_module(8, 2, cfg, 4)
+        return "random"
+    except MedfmError:
+        return None
+
+
+def _cfg(pneu_subset, mobilenet_weights, out, **kw):
+    from medfm.finetune import FinetuneConfig
+
+    base = dict(backbone="mobilenetv2", weights=str(mobilenet_weights), dataset=str(pneu_subset), img_size=64,
+                unfreeze=0, epochs=2, batch_size=8, fraction=0.25, lr=1e-3, seed=0, num_workers=0, deterministic=True,
+                out=str(out), results=str(out.parent / "results.sqlite"))
+    return FinetuneConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("head", ["linear", "deit"])
+def test_frozen_row_leaves_every_backbone_tensor_bit_identical(head, pneu_subset, mobilenet_weights, tmp_path):
+    """unfreeze=0 with study 1's training: only the head trains; every backbone parameter AND buffer
+    (MobileNetV2's BatchNorm running statistics) is bit-identical to the weights file afterwards."""
+    from medfm.backbones import create_backbone
+    from medfm.finetune import run_finetune
+    from medfm.finetune.engine import lr_at
+    from medfm.heads import HEADS
+
+    extra = dict(head_depth=1, deit_weights=_deit_random()) if head == "deit" else {}
+    cfg = _cfg(pneu_subset, mobilenet_weights, tmp_path / head, head=head, warmup_epochs=1, **EXACT, **extra)
+    with one_thread():
+        rec = run_finetune(cfg)
+    fresh = create_backbone("mobilenetv2", weights=str(mobilenet_weights), img_size=64)
+    want = {k: v.clone() for k, v in fresh.net.state_dict().items()}
+    assert any("running_mean" in k for k in want)
+    trained = torch.load(tmp_path / head / "model.pt", weights_only=True)
+    assert {k[4:] for k in trained if k.startswith("net.")} == set(want)
+    assert all(torch.equal(trained["net." + k], v) for k, v in want.items())
+    # the head did train, and it is all that trained
+    torch.manual_seed(0)
+    dim, tokens = (1280, 4)
+    untrained = HEADS.get(head).build_module(dim, 2, cfg, tokens).state_dict()
+    assert any(not torch.equal(trained["head." + k], v) for k, v in untrained.items())
+    assert rec["trainable_params"] == sum(v.numel() for v in untrained.values() if v.is_floating_point())
+    # the schedule ran as the code's: 16 images / batch 8 (drop_last) = 2 steps per epoch, 1 warm-up epoch
+    hp = rec["hyperparameters"]
+    assert hp["warmup_steps"] == 2 and hp["schedule"] == "constant" and hp["augment"] == "study1"
+    for e, h in enumerate(rec["history"]):
+        assert h["lr"] == pytest.approx(lr_at("constant", 2 * (e + 1), 1e-3, 1e-8, 2, 4), rel=1e-12)
+    # a backbone in train mode would have moved those statistics: the check above can fail
+    fresh.net.train()
+    with torch.no_grad():
+        fresh.net(torch.randn(4, 3, 64, 64))
+    assert any(not torch.equal(fresh.net.state_dict()[k], v) for k, v in want.items() if "running_mean" in k)
+
+
+def test_init_from_round_trip_and_identity(pneu_subset, mobilenet_weights, tmp_path):
+    """A fine-tune's model.pt loaded with --init-from is the same model: the same tensors, the same val
+    predictions; its path and sha256 are in the run identity; a head of another shape is refused."""
+    from medfm.config import FinetuneConfig
+    from medfm.errors import MedfmError
+    from medfm.finetune import run_finetune
+    from medfm.finetune.data import eval_loader
+    from medfm.finetune.engine import predict
+    from medfm.finetune.initfrom import load_init
+    from medfm.finetune.runner import build_model, finetune_inputs, finetune_run_key
+    from medfm.distributed import Dist
+    from medfm.heads import HEADS
+    from medfm.metrics import compute_metrics
+
+    with one_thread():
+        a = run_finetune(_cfg(pneu_subset, mobilenet_weights, tmp_path / "a", img_size=32, unfreeze=1, epochs=1))
+        saved = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+        cfg = _cfg(pneu_subset, mobilenet_weights, tmp_path / "b", img_size=32, unfreeze=1, epochs=1,
+                   init_from=str(tmp_path / "a" / "model.pt"))
+        dataset, spec = finetune_inputs(cfg)
+        model, init = build_model(cfg, spec, HEADS.get("linear"), 2)
+        assert init["tensors_loaded"] == len(saved) and init["tensors_from_weights"] == 0
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+        val = dataset.splits["val"]
+        d = Dist()
+        probs = predict(model, eval_loader(val, model._backbone.transform, 0, 1, 16, 0, False), len(val), "binary",
+                        torch.device("cpu"), False, d)
+        assert compute_metrics("binary", val.labels, probs) == a["val"]
+        # the backbone only: the head starts fresh (study 1's load_from_pretrained)
+        fresh_head, _ = build_model(cfg.model_copy(update={"init_from": None}), spec, HEADS.get("linear"), 2)
+        load_init(fresh_head, cfg.init_from, "backbone")
+        state = fresh_head.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in saved.items() if k.startswith("net."))
+        assert not torch.equal(state["head.weight"] if "head.weight" in state else state["head.fc.weight"],
+                               saved["head.weight"] if "head.weight" in saved else saved["head.fc.weight"])
+        three, _ = build_model(cfg.model_copy(update={"init_from": None}), spec, HEADS.get("linear"), 3)
+        with pytest.raises(MedfmError, match="init-from-parts backbone"):
+            load_init(three, cfg.init_from, "all")
+        torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "not-weights.pt")
+        with pytest.raises(MedfmError, match="holds no state_dict of named tensors"):
+            load_init(three, str(tmp_path / "not-weights.pt"))
+        b = run_finetune(cfg)
+    plain = FinetuneConfig(**{**cfg.model_dump(), "init_from": None})
+    assert b["identity"]["finetune"]["init_from"] == {"path": str((tmp_path / "a" / "model.pt").resolve()),
+                                                      "sha256": init["sha256"]}
+    assert b["init_from"]["sha256"] == init["sha256"] and len(init["sha256"]) == 64
+    assert b["run_key"] != finetune_run_key(plain)
+
+
+def test_new_options_at_their_defaults_leave_run_keys_as_they_were():
+    """A fine-tune that sets none of these options has the key and identity it had before they existed."""
+    from medfm.finetune import FinetuneConfig
+    from medfm.finetune.runner import ADDED_AT_DEFAULT, identity_settings
+
+    plain = FinetuneConfig(backbone="mobilenetv2", dataset="busi")
+    assert {k: getattr(plain, k) for k in ADDED_AT_DEFAULT} == ADDED_AT_DEFAULT
+    assert not set(identity_settings(plain)) & set(ADDED_AT_DEFAULT)
+    assert set(plain.to_dict()) - set(identity_settings(plain)) == set(ADDED_AT_DEFAULT)
+    exact = identity_settings(plain.model_copy(update={"schedule": "constant", "warmup_start_lr": 1e-8}))
+    assert exact["schedule"] == "constant" and exact["warmup_start_lr"] == 1e-8 and "drop_last" not in exact
+
+
+def test_init_from_a_wrong_file_is_one_error_line(cli, pneu_subset, mobilenet_weights, tmp_path):
+    line = cli.error("finetune", "--backbone", "mobilenetv2", "--weights", mobilenet_weights, "--dataset", pneu_subset,
+                     "--img-size", 32, "--epochs", 1, "--init-from", pneu_subset, "--out", tmp_path / "bad")
+    assert line.startswith("medfm: error: --init-from") and "not a readable medfm checkpoint" in line

@@ -1,0 +1,64 @@
+"""Issue 17 point 3's comparison: a study preset run in both fidelities, and the report's exact-vs-fast table.
+
+A real sweep of the mansoori2025 preset, frozen linear head, one backbone with real weights on real
+PneumoniaMNIST images (a small subset), once as medfm's cached path (fast) and once as the study code runs it
+(exact: an online fine-tune with unfreeze 0, squash + dataset statistics, its augmentation and schedule; one
+epoch and 64 px here, recorded as settings over the code's). The report pairs the two rows on the same test rows;
+the table's difference and CI are checked against a paired bootstrap computed here from the stored predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medfm.config import ReportConfig, SweepConfig
+from medfm.report import run_report
+from medfm.results import ResultsStore
+from medfm.stats import paired_bootstrap
+from medfm.sweep import run_sweep
+
+
+def test_exact_and_fast_rows_of_a_preset_are_paired_in_the_report(pneu_subset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDFM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEDFM_RUNS", str(tmp_path / "runs"))
+    store = tmp_path / "results.sqlite"
+    common = dict(preset="mansoori2025", scenarios=["frozen"], heads=["linear"], backbones=["mobilenetv2"],
+                  datasets=[str(pneu_subset)], img_size=64, seeds=[0], results=str(store), out=str(tmp_path / "sweep"))
+    run_sweep(SweepConfig(**common, fidelity="fast"))
+    run_sweep(SweepConfig(**common, fidelity="exact", finetune={"epochs": 1}))
+    rows = ResultsStore(store).records()
+    modes = sorted((r["kind"], r["fidelity"]["mode"]) for r in rows)
+    assert modes == [("finetune", "exact"), ("probe", "fast")]
+    exact = next(r for r in rows if r["kind"] == "finetune")
+    assert exact["identity"]["unfreeze"] in (0, "0")  # the frozen row of the code: no backbone block trained
+    assert exact["fidelity"]["overridden"]["epochs"] == 1  # a setting over the code's, recorded
+
+    report = run_report(ReportConfig(results=str(store), out=str(tmp_path / "report"), bootstrap=400))
+    text = (tmp_path / "report" / "leaderboard.md").read_text()
+    assert "## Exact vs fast fidelity" in text
+    line = next(l for l in text.splitlines() if l.startswith("|") and "frozen" in l and "mobilenetv2" in l
+                and "Exact" not in l and "exact_vs_fast" not in l and l.count("|") > 12)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    fast = next(r for r in rows if r["kind"] == "probe")
+    y = np.asarray(exact["predictions"]["test"]["y_true"])
+    a = np.asarray(exact["predictions"]["test"]["y_score"])[:, 1]
+    b = np.asarray(fast["predictions"]["test"]["y_score"])[:, 1]
+    assert np.array_equal(y, np.asarray(fast["predictions"]["test"]["y_true"]))  # the same test rows
+    from sklearn.metrics import roc_auc_score
+
+    diff = roc_auc_score(y, a) - roc_auc_score(y, b)
+    assert float(cells[8]) == round(diff, 4)  # exact − fast, as the stored predictions give it
+    low, high = (float(v) for v in cells[9].strip("[]").split(","))
+    ref = paired_bootstrap(y, a, b, resamples=2000, seed=1)
+    assert low <= diff <= high and abs(low - ref.low) < 0.05 and abs(high - ref.high) < 0.05
+    assert report is not None
+
+    # a row whose stored scores no longer give its recorded number (rounded, as medfm stored them before) is never
+    # paired: rounding a barely-trained head's scores to 5 decimals ties them all
+    rounded = {"predictions": {"test": {"y_true": y.tolist(),
+                                        "y_score": np.round(np.asarray(exact["predictions"]["test"]["y_score"]), 5).tolist()}}}
+    assert roc_auc_score(y, np.asarray(rounded["predictions"]["test"]["y_score"])[:, 1]) != roc_auc_score(y, a)
+    assert ResultsStore(store).annotate(exact["run_key"], rounded)
+    run_report(ReportConfig(results=str(store), out=str(tmp_path / "report2"), bootstrap=100))
+    again = (tmp_path / "report2" / "leaderboard.md").read_text().split("## Exact vs fast fidelity")[1]
+    assert "scores rounded by an older medfm" in again and "| frozen |" not in again
