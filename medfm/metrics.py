@@ -42,6 +42,23 @@ def _pred(y_score: np.ndarray) -> np.ndarray:
     return np.asarray(y_score).argmax(axis=1)
 
 
+def _binary_auc(t: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of 0/1 targets ``t`` (both present): the Mann-Whitney statistic, tied scores counting one
+    half (equal to scikit-learn's ``roc_auc_score`` to float rounding, without its input validation,
+    which costs ~10x the sort on a 5,000-row val split; a path probe scores every weight decay). Used per
+    column (multiclass, multilabel); the binary AUC stays scikit-learn's own, bit for bit."""
+    order = np.argsort(score, kind="stable")
+    ranked = score[order]
+    first = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # where each run of tied scores starts
+    ends = np.r_[first[1:], len(ranked)]
+    mid_rank = (first + ends + 1) / 2.0  # 1-based average rank of each run
+    ranks = np.repeat(mid_rank, ends - first)
+    positive = t[order] == 1
+    n_pos = int(positive.sum())
+    n_neg = len(t) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
 def _auc_per_column(y_onehot: np.ndarray, y_score: np.ndarray) -> float:
     """Mean one-vs-rest AUC over the columns that have both positives and negatives.
 
@@ -53,7 +70,7 @@ def _auc_per_column(y_onehot: np.ndarray, y_score: np.ndarray) -> float:
         known = y_onehot[:, c] != IGNORE  # multilabel targets marked "not known" are left out of that column
         t = y_onehot[known, c]
         if 0 < t.sum() < len(t):
-            aucs.append(skm.roc_auc_score(t, y_score[known, c]))
+            aucs.append(_binary_auc(t, y_score[known, c]))
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
@@ -66,7 +83,7 @@ def roc_auc(y_true, y_score):
     if y_score.shape[1] == 2:
         if len(np.unique(y_true)) < 2:
             return float("nan")
-        return float(skm.roc_auc_score(y_true, y_score[:, 1]))
+        return float(skm.roc_auc_score(y_true, y_score[:, 1]))  # to the last bit: reports compare it with sklearn's
     onehot = np.eye(y_score.shape[1], dtype=np.int64)[y_true]
     return _auc_per_column(onehot, y_score)
 

@@ -399,9 +399,9 @@ def raise_for_failures(summary: dict) -> None:
 
 def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, store: ResultsStore, out_root: Path,
                 summary: dict, advance, fail) -> None:
-    """One extraction for this (dataset, backbone), then every probe row off its cache."""
-    from medfm.cache import FeatureCache
+    """One extraction for this (dataset, backbone), then every probe row off its cache, read once (``LoadedCache``)."""
     from medfm.extract import run_extract
+    from medfm.probe.loaded import LoadedCache
     from medfm.probe.runner import probe_run_key, run_probe
 
     d, b = jobs[0].dataset, jobs[0].backbone
@@ -410,7 +410,11 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
                                    batch_size=cfg.extract_batch_size, device=cfg.device, duplicates=cfg.duplicates,
                                    backbones_file=cfg.backbones_file, **grid["preprocess"]))
     summary["caches"][f"{d}/{b}"] = str(ex.cache)
-    cache = FeatureCache(ex.cache)
+    cache = LoadedCache(ex.cache)
+
+    def probe(row_cfg: ProbeConfig) -> dict:
+        return run_probe(row_cfg, cache)
+
     for job in jobs:
         pcfg = ProbeConfig(**{**grid["probe"], "cache": str(ex.cache), "head": job.head, "fraction": job.fraction,
                               "seed": job.seed, "results": str(store.path), "device": cfg.device})
@@ -420,7 +424,7 @@ def _run_probes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, sto
         except Exception as exc:
             fail([job], exc)
             continue
-        _run_row(job, pcfg, key, "probe", run_probe, store, advance, fail, fidelity_entry(grid, job, cfg))
+        _run_row(job, pcfg, key, "probe", probe, store, advance, fail, fidelity_entry(grid, job, cfg))
 
 
 def _run_finetunes(cfg: SweepConfig, grid: dict, jobs: list[Job], tokens: bool, store: ResultsStore, out_root: Path,

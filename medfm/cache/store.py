@@ -272,8 +272,10 @@ class ZarrCacheWriter:
                        dtype=dtype, fill_value=0, dimension_names=("sample", "feature"))
         if lay.token_shape:
             t, d = lay.token_shape
+            # uncompressed: zstd saves ~8% on float16 tokens and reads them 3x slower, the rate a GPU-trained
+            # DeiT head streams at (benchmarks/bench_tokens.py, benchmarks/README.md)
             g.create_array("tokens", shape=(lay.n, t, d), chunks=(lay.chunk_rows, t, d), dtype=dtype,
-                           fill_value=0, dimension_names=("sample", "token", "channel"))
+                           fill_value=0, dimension_names=("sample", "token", "channel"), compressors=None)
 
     def _blocks(self, features: np.ndarray, tokens: np.ndarray | None) -> dict[str, np.ndarray]:
         return {"features": features} | ({"tokens": tokens} if tokens is not None else {})

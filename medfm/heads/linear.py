@@ -47,16 +47,35 @@ def _cpu_threads(device: torch.device, n: int):
 
 
 class FeatureScaler:
-    """Feature normalisation fitted on train: ``standard`` (z-score), ``l2`` (unit rows), or ``none``."""
+    """Feature normalisation fitted on train: ``standard`` (z-score), ``l2`` (unit rows), or ``none``.
+
+    The statistics are float64, accumulated block by block (a 200k x 768 float32 cache is never copied
+    whole into float64: 1.2 GB). ``transform`` is float64; ``transform32`` hands the exact solver its float32
+    input in one float32 pass (within 1 float32 ulp of transforming in float64 and casting)."""
+
+    _CHUNK_ROWS = 512
 
     def __init__(self, mode: str = "standard"):
         self.mode = mode
 
     def fit(self, X) -> FeatureScaler:
-        X = np.asarray(X, dtype=np.float64)
-        self.mean_ = X.mean(0) if self.mode == "standard" else np.zeros(X.shape[1])
-        std = X.std(0) if self.mode == "standard" else np.ones(X.shape[1])
-        self.scale_ = np.where(std > 1e-12, std, 1.0)
+        X = torch.as_tensor(np.asarray(X))
+        n, d = X.shape
+        self.mean_, self.scale_ = np.zeros(d), np.ones(d)
+        if self.mode != "standard" or n == 0:
+            return self
+        # one pass: deviations from a pilot mean (the first rows') in float32, summed per small block and the
+        # block sums added in float64; no cancellation to speak of, and 4x faster than float64 blocks
+        pilot = X[:self._CHUNK_ROWS].double().mean(0)
+        pilot32 = pilot.float()
+        total, squares = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
+        for start in range(0, n, self._CHUNK_ROWS):
+            dev = X[start:start + self._CHUNK_ROWS].float() - pilot32
+            total += dev.sum(0).double()
+            squares += dev.square_().sum(0).double()
+        shift = total / n
+        std = (squares / n - shift.square()).clamp_(min=0).sqrt().numpy()
+        self.mean_, self.scale_ = (pilot + shift).numpy(), np.where(std > 1e-12, std, 1.0)
         return self
 
     def transform(self, X) -> np.ndarray:
@@ -64,6 +83,18 @@ class FeatureScaler:
         if self.mode == "l2":
             X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
         return (X - self.mean_) / self.scale_
+
+    def transform32(self, X) -> torch.Tensor:
+        if self.mode == "l2":
+            return torch.as_tensor(self.transform(X), dtype=torch.float32)
+        X = torch.as_tensor(np.asarray(X))
+        mean, inv_scale = torch.as_tensor(self.mean_, dtype=torch.float32), torch.as_tensor(1 / self.scale_, dtype=torch.float32)
+        # numpy's allocator asks the kernel for huge pages: first-touching 250 MB is then 4x faster (measured)
+        out = torch.from_numpy(np.empty(tuple(X.shape), dtype=np.float32))
+        for start in range(0, len(X), 8 * self._CHUNK_ROWS):
+            rows = slice(start, start + 8 * self._CHUNK_ROWS)
+            torch.sub(X[rows].to(torch.float32), mean, out=out[rows]).mul_(inv_scale)
+        return out
 
 
 class LinearProbe(Head):
@@ -158,8 +189,8 @@ class LinearProbe(Head):
         sample_weight = weight[y] if weight is not None and self.task != "multilabel" else None
         label_weight = weight if weight is not None and self.task == "multilabel" else None
         task = "binary" if self.task == "binary" and c == 2 else self.task
-        fits = fit_path(self.scaler_.transform(X), y, task, self.wds, sample_weight=sample_weight,
-                        label_weight=label_weight, device=self.device)
+        fits = fit_path(self.scaler_.transform32(X), y, task, self.wds, sample_weight=sample_weight,
+                        label_weight=label_weight, device=self.device, num_classes=c if task == "multiclass" else None)
         Xv = self.scaler_.transform(X_val)
         self.val_scores_ = np.array([self._safe_score(y_val, path_proba(f, Xv, task)) for f in fits])
         best = self._best(self.val_scores_)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -81,12 +82,16 @@ def _inputs(spec, cache: FeatureCache, rows: dict[str, tuple[str, np.ndarray]], 
     return {s: feats[src][idx] for s, (src, idx) in rows.items()}
 
 
-def run_probe(cfg: ProbeConfig) -> dict:
+def run_probe(cfg: ProbeConfig, cache: FeatureCache | None = None) -> dict:
+    """One probe. ``cache``: the already opened ``cfg.cache`` (a sweep's ``LoadedCache``, read once for all its
+    rows); opened here when not given."""
     start = time.perf_counter()
     if cfg.cache is None:
         raise MedfmError("missing --cache", "e.g. `medfm probe --cache <path medfm extract printed>`, or `medfm probe` "
                                             "alone for every cache not probed yet")
-    cache = FeatureCache(cfg.cache)
+    if cache is not None and Path(cfg.cache).resolve() != Path(cache.path).resolve():
+        raise ValueError(f"run_probe was handed cache {cache.path} for a probe of {cfg.cache}")
+    cache = cache if cache is not None else FeatureCache(cfg.cache)
     ds_meta, bb_meta = cache.meta["dataset"], cache.meta["backbone"]
     task = ds_meta["task"]
     metric = probe_metric(cfg, cache)
