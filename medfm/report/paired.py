@@ -264,36 +264,43 @@ class FrozenVsTuned:
     backbone = property(lambda self: self.frozen.backbone_label)
 
 
+def paired_sides(cells: dict[tuple, tuple[list[Scored], list[Scored]]], n_boot: int, budget_note: bool = False
+                 ) -> tuple[list[tuple[Scored, Scored, Pair]], list[str]]:
+    """Every (base, other) pair of each cell scored on the same test rows, as ``other`` minus ``base`` with the
+    paired bootstrap (and DeLong for binary ROC-AUC); Holm over the pairs of a dataset and metric. Also the
+    notes on pairs that could not be compared, and why."""
+    notes: list[str] = []
+    per_rows: dict[tuple, list[tuple[Scored, Scored]]] = defaultdict(list)
+    for _key, (bases, others) in sorted(cells.items(), key=lambda kv: str(kv[0])):
+        for f, t in itertools.product(bases, others):
+            why = f.why_not or t.why_not or ("" if f.rows == t.rows else "scored on different test rows")
+            if why:
+                at_budget = f" at budget {f.group.fraction:g}" if budget_note else ""
+                notes.append(f"{f.group.dataset} {f.group.title} vs {t.group.title}{at_budget}: not compared ({why})")
+                continue
+            per_rows[(f.group.dataset, f.group.metric, f.rows)].append((f, t))
+    out: list[tuple[Scored, Scored, Pair]] = []
+    for (_dataset, metric, _), pairs in sorted(per_rows.items(), key=lambda kv: kv[0][:2]):
+        members = list({id(e): e for fp in pairs for e in fp}.values())
+        at = {id(e): i for i, e in enumerate(members)}
+        boots = resampled_means(members, metric, n_boot)
+        made = [(f, t, make_pair(t, f, boots[at[id(t)]], boots[at[id(f)]], metric)) for f, t in pairs]
+        correct([m[2] for m in made])
+        out += made
+    return out, notes
+
+
 def frozen_vs_tuned(groups: list[Group], n_boot: int) -> tuple[list[FrozenVsTuned], list[str]]:
     """Every (probe, fine-tune) pair of one backbone, dataset test rows, metric and label budget, with the paired
     bootstrap (and DeLong) of fine-tuned minus frozen; Holm over the pairs of a dataset. Also the notes on
     groups that had a counterpart but could not be paired."""
-    notes: list[str] = []
-    cells: dict[tuple, dict[str, list[Scored]]] = defaultdict(lambda: {PROBE: [], FINETUNE: []})
+    cells: dict[tuple, tuple[list[Scored], list[Scored]]] = defaultdict(lambda: ([], []))
     for g in groups:
-        if g.kind not in (PROBE, FINETUNE):
-            continue
-        e = scored(g)
-        key = (g.dataset, g.metric, g.fraction, tuple(str(g.identity.get(k)) for k in BACKBONE_MATCH))
-        cells[key][g.kind].append(e)
-    per_rows: dict[tuple, list[tuple[Scored, Scored]]] = defaultdict(list)
-    for key, sides in sorted(cells.items(), key=lambda kv: str(kv[0])):
-        for f, t in itertools.product(sides[PROBE], sides[FINETUNE]):
-            why = f.why_not or t.why_not or ("" if f.rows == t.rows else "scored on different test rows")
-            if why:
-                notes.append(f"{f.group.dataset} {f.group.title} vs {t.group.title} at budget {f.group.fraction:g}: "
-                             f"not compared ({why})")
-                continue
-            per_rows[(f.group.dataset, f.group.metric, f.rows)].append((f, t))
-    out: list[FrozenVsTuned] = []
-    for (dataset, metric, _), pairs in sorted(per_rows.items(), key=lambda kv: kv[0][:2]):
-        members = list({id(e): e for fp in pairs for e in fp}.values())
-        at = {id(e): i for i, e in enumerate(members)}
-        boots = resampled_means(members, metric, n_boot)
-        made = [FrozenVsTuned(f.group, t.group, make_pair(t, f, boots[at[id(t)]], boots[at[id(f)]], metric))
-                for f, t in pairs]
-        correct([m.pair for m in made])
-        out += made
+        if g.kind in (PROBE, FINETUNE):
+            key = (g.dataset, g.metric, g.fraction, tuple(str(g.identity.get(k)) for k in BACKBONE_MATCH))
+            cells[key][g.kind == FINETUNE].append(scored(g))
+    pairs, notes = paired_sides(cells, n_boot, budget_note=True)
+    out = [FrozenVsTuned(f.group, t.group, pair) for f, t, pair in pairs]
     out.sort(key=lambda m: (m.dataset, m.backbone, m.frozen.title, m.tuned.title, m.fraction))
     return out, notes
 
@@ -331,28 +338,12 @@ def exact_vs_fast(groups: list[Group], n_boot: int) -> tuple[list[ExactVsFast], 
     """Every (fast, exact) pair of one dataset, backbone name, head, scenario, metric and label budget, with the
     paired bootstrap (and DeLong for binary ROC-AUC) of exact minus fast; Holm over the pairs of a dataset.
     The backbone is matched by name only: the two fidelities preprocess differently on purpose."""
-    notes: list[str] = []
-    cells: dict[tuple, dict[str, list[Scored]]] = defaultdict(lambda: {"fast": [], "exact": []})
+    cells: dict[tuple, tuple[list[Scored], list[Scored]]] = defaultdict(lambda: ([], []))
     for g in groups:
         mode = fidelity_of(g)
         if mode in ("fast", "exact"):
-            cells[(g.dataset, g.metric, g.fraction, g.backbone, g.head, _scenario(g))][mode].append(scored(g))
-    per_rows: dict[tuple, list[tuple[Scored, Scored]]] = defaultdict(list)
-    for _key, sides in sorted(cells.items(), key=lambda kv: str(kv[0])):
-        for f, x in itertools.product(sides["fast"], sides["exact"]):
-            why = f.why_not or x.why_not or ("" if f.rows == x.rows else "scored on different test rows")
-            if why:
-                notes.append(f"{f.group.dataset} {f.group.title} vs {x.group.title}: not compared ({why})")
-                continue
-            per_rows[(f.group.dataset, f.group.metric, f.rows)].append((f, x))
-    out: list[ExactVsFast] = []
-    for (_dataset, metric, _), pairs in sorted(per_rows.items(), key=lambda kv: kv[0][:2]):
-        members = list({id(e): e for fx in pairs for e in fx}.values())
-        at = {id(e): i for i, e in enumerate(members)}
-        boots = resampled_means(members, metric, n_boot)
-        made = [ExactVsFast(f.group, x.group, make_pair(x, f, boots[at[id(x)]], boots[at[id(f)]], metric))
-                for f, x in pairs]
-        correct([m.pair for m in made])
-        out += made
+            cells[(g.dataset, g.metric, g.fraction, g.backbone, g.head, _scenario(g))][mode == "exact"].append(scored(g))
+    pairs, notes = paired_sides(cells, n_boot)
+    out = [ExactVsFast(f.group, x.group, pair) for f, x, pair in pairs]
     out.sort(key=lambda m: (m.dataset, m.fast.backbone, m.fast.head, m.scenario, m.fraction))
     return out, notes
