@@ -196,11 +196,11 @@ STUDY1 = StudyCode(
                 code=("defaults/models.py:L339-347", "defaults/models.py:L721-727"),
                 when=lambda r: r.head == "deit" and r.backbone.startswith("coca")),
         Setting("dinov2_tokens", "tokens the DeiT head reads from DINOv2",
-                exact={}, exact_text="the patch tokens before the final LayerNorm (x_prenorm[:, 1:])",
-                fast_text="the patch tokens after the final norm",
+                exact={}, exact_text="the last block's patch tokens before the final LayerNorm (x_prenorm[:, 1:]): medfm's "
+                           "DINOv2 tokens (registry tokens_from 'last_block')",
+                fast_text="the same tokens (medfm's DINOv2 tokens are the last block's, before the final norm)",
                 code=("defaults/models.py:L370", "defaults/models.py:L829"),
-                when=lambda r: r.head == "deit" and r.backbone.startswith("dinov2"),
-                needs=("tokens_from='prenorm' (DINOv2's x_prenorm patch tokens)",)),
+                when=lambda r: r.head == "deit" and r.backbone.startswith("dinov2")),
         Setting("clip_weights", "CLIP ViT-B/16 weights",
                 exact={}, fast={},
                 exact_text="openclip_vitb16: open_clip ViT-B-16 laion2b_s34b_b88k",
@@ -414,8 +414,8 @@ STUDY3 = StudyCode(
                 exact_text="Resize(256) on the shorter side, CenterCrop 224, ImageNet mean/std, RGB",
                 fast_text="resize=crop: shorter side straight to 224, centre crop; the backbone's (ImageNet) mean/std",
                 code=("utils.py:L22-30", "utils.py:L283"),
-                needs=("resize_size for resize=crop (shorter side to 256, then CenterCrop 224): the contract "
-                       "defines resize_size for squash only",)),
+                note="resize=crop with resize_size=256 is the crop_shorter policy: Resize(256) bilinear on the "
+                     "shorter side, then CenterCrop 224"),
         Setting("augment", "training augmentation",
                 exact={"augment": "none"}, fast={"augment": "none"}, exact_text="none", fast_text="none",
                 code=("utils.py:L252",)),

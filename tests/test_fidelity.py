@@ -181,9 +181,22 @@ def test_a_stored_row_gets_its_fidelity_and_departures(tmp_path):
 
 def test_study3_table_names_what_exact_still_needs():
     needs = " ".join(STUDY3.needs())
-    for gap in ("_lc", "mlp256", "study3_code protocols for ichallenge_amd", "mean_of_replicates",
-                "resize_size for resize=crop"):
+    for gap in ("_lc", "mlp256", "study3_code protocols for ichallenge_amd", "mean_of_replicates"):
         assert gap in needs, gap
+
+
+def test_what_exact_already_does_is_not_listed_as_needed():
+    """Study 3's Resize(256) -> CenterCrop 224 is ``crop`` + resize_size 256 (crop_shorter); DINOv2's DeiT-head
+    tokens are the last block's, before the final norm, in both fidelities (tests/test_study_features.py)."""
+    from medfm.backbones import policy_name
+    from medfm.fidelity import Row
+
+    assert "resize_size" not in " ".join(STUDY3.needs()) and "prenorm" not in " ".join(STUDY1.needs())
+    s3 = STUDY3.row_settings(Row("dinov2_vits14", "kermany_cxr_224", "linear", "frozen", 0))
+    assert policy_name(s3["resize"], s3["resize_size"], {"crop_pct": 0.875}) == "crop_shorter"
+    assert s3["resize_size"] == 256 and s3["img_size"] == 224
+    s1 = STUDY1.row_settings(Row("dinov2_vits14", "chexpert", "deit", "unfrozen", 0))
+    assert "tokens_from" not in s1 and s1["unfreeze"] == 0  # the default, patch: DINOv2's last_block tokens
 
 
 def test_cli_dry_run_prints_the_code_locations_and_refuses_an_unknown_fidelity():
