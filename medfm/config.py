@@ -217,9 +217,10 @@ class _BackboneDatasetConfig(_Config):
     resize_size: int | None = _opt(None, "the side S before the centre crop: squash's square side "
                                          "[round(img_size * 256 / 224)], or crop's shorter side (torchvision "
                                          "Resize(S), bilinear) [the backbone's own resize]", ge=16, le=MAX_IMG_SIZE)
-    norm: Literal["backbone", "dataset"] = _opt(
-        "backbone", "normalise with the backbone's mean/std, or the train split's own (per channel, after --resize; "
-                    "one channel with --grey red; computed once and kept beside the caches)")
+    norm: Literal["backbone", "dataset", "protocol"] = _opt(
+        "backbone", "normalise with the backbone's mean/std, the train split's own (per channel, after --resize; "
+                    "one channel with --grey red; computed once and kept beside the caches), or the values the "
+                    "dataset's protocol declares (study 1's hard-coded ones on its :study1_code protocols)")
     duplicates: Duplicates = _duplicates_opt()
     rehash: bool = _rehash_opt()
     allow_missing_class: bool = _allow_missing_class_opt()
@@ -413,7 +414,7 @@ class SweepConfig(_Config):
                                                                  "(`medfm extract --help`) [the preset's, else crop]")
     resize_size: int | None = _opt(None, "the side S before every row's centre crop (squash, crop) [the preset's, "
                                          "else the policy's default]", ge=16, le=MAX_IMG_SIZE)
-    norm: Literal["backbone", "dataset"] | None = _opt(None, "normalisation of every row: backbone or dataset "
+    norm: Literal["backbone", "dataset", "protocol"] | None = _opt(None, "normalisation of every row: backbone, dataset or protocol "
                                                              "[the preset's, else backbone]")
     tokens: bool | None = _opt(None, "store patch tokens [auto: when a head needs them]")
     extract_batch_size: BatchSize = _opt(64, "images per forward pass when extracting, or 'auto' (GPU: largest that fits)")

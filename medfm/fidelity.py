@@ -136,6 +136,7 @@ def base_name(dataset: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 S1_GREY = ("chexpert", "ddsm")  # img_channels = 1 (defaults/datasets.py:L18, L98)
 S1_WARMUP_EPOCHS = ("aptos2019", "ddsm")  # classification.py:L104-106
+S1_DECLARED_NORM = ("aptos2019", "isic2019", "chexpert", "ddsm")  # hard-coded mean/std (their :study1_code protocols)
 # the linear head's input in the code, and the medfm --feature that is the same (each is also medfm's default)
 S1_FEATURE = (("dinov2", "cls", "CLS token after the final norm (x_norm_clstoken)", "defaults/models.py:L364-377"),
               ("mae", "mean", "mean of the patch tokens, CLS excluded", "defaults/models.py:L313-323"),
@@ -248,13 +249,14 @@ STUDY1 = StudyCode(
                 code=("params.json:dataset_params.*_transforms.Resize", "defaults/bases.py:L66-74",
                       "defaults/bases.py:L38-39", "defaults/bases.py:L220-229")),
         Setting("norm", "normalisation",
-                exact={"norm": "dataset"}, fast={"norm": "backbone"},
-                exact_text="norm=dataset: the dataset's mean/std (one channel for grey data)",
+                exact=lambda r: {"norm": "protocol" if _s1(r) in S1_DECLARED_NORM else "dataset"},
+                fast={"norm": "backbone"},
+                exact_text="norm=protocol: the code's own mean/std for APTOS, ISIC, CheXpert and DDSM (its "
+                           ":study1_code protocols declare them; one channel for grey data); norm=dataset (the train "
+                           "split's own) for a dataset the code does not hold",
                 fast_text="norm=backbone: each backbone's mean/std",
                 code=("defaults/bases.py:L145-148", "defaults/datasets.py:L21-22", "defaults/datasets.py:L157-163",
-                      "defaults/datasets.py:L185-186", "defaults/datasets.py:L246-247"),
-                needs=("norm_mean/norm_std: the code's hard-coded statistics; norm=dataset computes them on this "
-                       "copy's train split instead",)),
+                      "defaults/datasets.py:L185-186", "defaults/datasets.py:L246-247")),
         Setting("grey_stem", "grey images",
                 exact={"grey": "red"}, fast={"grey": "repeat"},
                 exact_text="grey=red: one channel ('L') through the stem's red-channel filter only",

@@ -343,7 +343,8 @@ def _map_exact(r: _Reader, run: StudyRun, use, common: dict, head: str, freeze: 
     use("dataset_params.val_transforms", "finetune.resize",
         f"squash to {settings.get('resize_size')}, centre crop {settings['img_size']} (defaults/bases.py:L66-74)")
     if r.get("dataset_params.val_transforms.Normalize"):
-        use("dataset_params.val_transforms.Normalize", "finetune.norm", "dataset (defaults/bases.py:L145-148)")
+        use("dataset_params.val_transforms.Normalize", "finetune.norm",
+            f"{settings.get('norm', 'dataset')} (defaults/bases.py:L145-148: the dataset class's mean/std)")
     r.get("dataset_params.val_transforms")  # the whole section is read: the test transforms repeat it
     if r.get("dataset_params.test_transforms") is not None:
         use("dataset_params.test_transforms", "finetune.resize", "as val_transforms")

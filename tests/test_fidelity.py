@@ -46,7 +46,8 @@ def test_exact_dry_run_of_the_study_params_lists_every_setting_with_its_code_loc
     ft = run.finetune
     assert run.mode == "finetune" and ft["unfreeze"] == 0 and ft["head"] == "deit" and ft["backbone"] == "mae_vith14"
     assert ft["dataset"] == "ddsm:study1_code" and ft["grey"] == "red"  # DDSM lists; 1-channel red stem
-    assert (ft["resize"], ft["resize_size"], ft["img_size"], ft["norm"]) == ("squash", 256, 224, "dataset")
+    assert (ft["resize"], ft["resize_size"], ft["img_size"]) == ("squash", 256, 224)
+    assert ft["norm"] == "protocol"  # the DDSM class's own (0.286,) / (0.267,), declared by ddsm:study1_code
     assert (ft["augment"], ft["schedule"], ft["warmup_start_lr"], ft["warmup_epochs"]) == ("study1", "constant", 1e-8, 5.0)
     assert (ft["lr"], ft["weight_decay"], ft["batch_size"], ft["epochs"], ft["grad_clip"]) == (1e-4, 1e-5, 64, 100, 1.0)
     assert ft["keep"] == "best" and "deit_weights" not in ft  # ImageNet DeiT-B, the option's default
@@ -129,7 +130,8 @@ def test_exact_plan_of_each_preset_runs_frozen_and_deit_rows_with_unfreeze_0(pre
         frozen = j.scenario == "frozen" or (study1 and j.head == "deit")
         assert j.unfreeze == s["unfreeze"] == (0 if frozen else "all"), j.label
         if study1:
-            assert j.dataset.endswith(":study1_code") and s["resize"] == "squash" and s["norm"] == "dataset"
+            assert j.dataset.endswith(":study1_code") and s["resize"] == "squash"
+            assert s["norm"] == "protocol"  # every dataset of the study's code declares the code's own mean/std
             assert s.get("grey") == ("red" if j.dataset.split(":")[0] in ("chexpert", "ddsm") else None)
             assert s.get("tokens_from") == ("attn_pool" if j.backbone.startswith("coca") and j.head == "deit" else None)
             assert s.get("warmup_epochs") == (5.0 if j.dataset.split(":")[0] in ("aptos2019", "ddsm") else None)

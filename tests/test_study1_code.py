@@ -333,3 +333,51 @@ def test_study3_chest_xray_split_is_the_codes_shuffle_and_random_split(tmp_path)
     assert medfm_lists(ds, d) == ref_study3(str(d))
     assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [18, 5, 9]  # the official val/ is not read
     assert ds.headline_metric == "accuracy" and ds.identity["split"]["policy"] == "study3_code"
+
+
+# -- the code's normalisation: --norm protocol -------------------------------------------------------------
+
+def test_norm_protocol_is_the_codes_own_mean_and_std_pixel_exact(tmp_path):
+    """``--norm protocol`` normalises a ``:study1_code`` dataset with the numbers its class holds (DDSM (0.286,),
+    (0.267,), defaults/datasets.py:L157-163; APTOS 3 channels, L246-247): the whole transform against
+    torchvision's own Resize((S, S)) -> CenterCrop -> ToTensor -> Normalize, written here."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from medfm.backbones import Backbone
+    from medfm.cache.fingerprint import fingerprint
+    from medfm.config import FinetuneConfig
+    from medfm.finetune.runner import finetune_inputs
+
+    ddsm_tree(tmp_path)
+    common = dict(backbone="mobilenetv2", weights="random", dataset="ddsm:study1_code", data_root=str(tmp_path),
+                  img_size=32, resize="squash", resize_size=40, grey="red", epochs=1)
+    dataset, spec = finetune_inputs(FinetuneConfig(**common, norm="protocol"))
+    assert spec.data_config["mean"] == (0.286,) * 3 and spec.data_config["std"] == (0.267,) * 3
+    norm = spec.data_config["norm"]
+    assert (norm["kind"], norm["protocol"], norm["channels"]) == ("protocol", "ddsm:study1_code", 1)
+    assert norm["code"].startswith("defaults/datasets.py:L157-163")
+    img = dataset.splits["train"].images.load(0)
+    ref = T.Compose([T.Resize((40, 40)), T.CenterCrop(32), T.ToTensor(), T.Normalize((0.286,) * 3, (0.267,) * 3)])
+    got = Backbone(spec, torch.nn.Identity()).transform(img)
+    torch.testing.assert_close(got, ref(img.convert("RGB")), rtol=0, atol=0)
+    _, by_stats = finetune_inputs(FinetuneConfig(**common, norm="dataset"))
+    assert fingerprint(by_stats.identity()) != fingerprint(spec.identity())  # the two modes never share a cache
+
+    aptos_tree(tmp_path)
+    _, aptos = finetune_inputs(FinetuneConfig(**{**common, "dataset": "aptos2019:study1_code", "grey": "repeat"},
+                                              norm="protocol"))
+    assert aptos.data_config["mean"] == (0.415, 0.221, 0.073) and aptos.data_config["std"] == (0.275, 0.150, 0.081)
+
+
+def test_norm_protocol_without_declared_statistics_is_one_clear_error(tmp_path):
+    from medfm.config import FinetuneConfig
+    from medfm.finetune.runner import finetune_inputs
+
+    ddsm_tree(tmp_path)
+    cfg = FinetuneConfig(backbone="mobilenetv2", weights="random", dataset="ddsm:study", data_root=str(tmp_path),
+                         img_size=32, norm="protocol", epochs=1)
+    with pytest.raises(MedfmError, match=r"ddsm:study declares no normalisation statistics") as exc:
+        finetune_inputs(cfg)
+    assert "ddsm:study1_code" in exc.value.fix and "--norm dataset" in exc.value.fix

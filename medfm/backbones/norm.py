@@ -1,4 +1,5 @@
-"""``--norm dataset``: normalise with the train split's own per-channel mean/std (study 1's recipe).
+"""``--norm dataset``: normalise with the train split's own per-channel mean/std (study 1's recipe);
+``--norm protocol``: with the values a dataset's protocol declares (study 1's own numbers, for its datasets).
 
 Study 1 normalises every dataset with its own statistics (``defaults/datasets.py`` class attributes
 ``mean``/``std``, e.g. CheXpert ``(0.503,)``; grey datasets have one channel for its 1-channel stem).
@@ -108,11 +109,60 @@ def dataset_stats(spec, dataset, workers: int = 0, say=None) -> dict:
     return record
 
 
+def with_norm(spec, dataset, norm: str, dataset_spec: str, workers: int = 0, say=None):
+    """``spec`` normalised as ``--norm`` asks: ``backbone`` (unchanged), ``dataset`` (the train split's statistics)
+    or ``protocol`` (the values the dataset's protocol declares, ``dataset_spec`` naming it, e.g.
+    ``chexpert:study1_code``)."""
+    if norm == "dataset":
+        return with_dataset_norm(spec, dataset, workers, say)
+    if norm == "protocol":
+        return with_protocol_norm(spec, dataset_spec)
+    if norm != "backbone":
+        raise MedfmError(f"--norm {norm!r} is not a normalisation", "use backbone, dataset or protocol")
+    return spec
+
+
+def with_protocol_norm(spec, dataset_spec: str):
+    """``spec`` whose mean/std are those the dataset's protocol declares (study 1's hard-coded class attributes).
+
+    Study 1's grey datasets declare one channel, for its 1-channel stem: with ``--grey red`` it is what the red
+    filter sees; with ``--grey repeat`` the same value normalises each of the three identical channels."""
+    from medfm.data import looks_like_path, lookup_entry, parse_spec, resolve_protocol
+
+    name, protocol, options = parse_spec(dataset_spec)
+    proto = None if looks_like_path(name) else resolve_protocol(lookup_entry(name), protocol, options)[0]
+    if proto is None or proto.norm is None:
+        declaring = _declaring_protocols()
+        raise MedfmError(f"--norm protocol: {dataset_spec} declares no normalisation statistics",
+                         f"use --norm dataset (its train split's own) or backbone; protocols that declare them: "
+                         f"{', '.join(declaring)}")
+    _reject_minmax(spec, "protocol")
+    mean, std, code = proto.norm
+    if spec.grey != "red" and len(mean) not in (1, 3) or spec.grey == "red" and len(mean) != 1:
+        raise MedfmError(f"--norm protocol: {dataset_spec} declares {len(mean)}-channel statistics, which do not fit "
+                         f"--grey {spec.grey}", "use --norm dataset")
+    norm = {"kind": "protocol", "protocol": f"{name}:{proto.name}", "code": code, "channels": len(mean),
+            "mean": list(mean), "std": list(std)}
+    if len(mean) == 1:
+        mean, std = mean * 3, std * 3
+    return replace(spec, data_config={**spec.data_config, "mean": tuple(mean), "std": tuple(std), "norm": norm})
+
+
+def _declaring_protocols() -> list[str]:
+    from medfm.data.zoo import DATASETS
+
+    return [f"{n}:{p.name}" for n in DATASETS for p in DATASETS.get(n).protocols if p.norm is not None]
+
+
+def _reject_minmax(spec, mode: str) -> None:
+    if spec.data_config.get("normalize") == MINMAX:
+        raise MedfmError(f"--norm {mode} replaces a mean/std normalisation, but {spec.entry.name} min-max scales "
+                         "each image (its authors' preprocessing)", f"drop --norm {mode} for this backbone")
+
+
 def with_dataset_norm(spec, dataset, workers: int = 0, say=None):
     """``spec`` whose mean/std are the train split's (recorded under ``data_config['norm']``)."""
-    if spec.data_config.get("normalize") == MINMAX:
-        raise MedfmError(f"--norm dataset replaces a mean/std normalisation, but {spec.entry.name} min-max scales "
-                         "each image (its authors' preprocessing)", "drop --norm dataset for this backbone")
+    _reject_minmax(spec, "dataset")
     stats = dataset_stats(spec, dataset, workers, say)
     if min(stats["std"]) <= 0:
         raise MedfmError(f"--norm dataset: a channel of {dataset.name}'s train images is constant (std 0)",

@@ -24,6 +24,9 @@ class Protocol:
     location: str | None = None
     headline_metric: str | None = None
     fixed: bool = False
+    # The per-channel mean/std the study's code normalises this dataset with (its hard-coded class attributes),
+    # and where: ``--norm protocol`` uses them (one channel for the code's grey datasets).
+    norm: tuple[tuple[float, ...], tuple[float, ...], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ study("aptos2019", "aptos2019", "aptos2019/train.csv", "multiclass", ("0", "1", 
        P("stratified", "stratified 70/15/15, --split-seed", (("split", "stratified"),)),
        P("study1_code", "study 1's code: train_1.csv (defaults/datasets.py:L270), val+test = int(0.3 N) rows of "
          "random.Random(42).shuffle(range(N)) halved (bases.py:L247-262, datasets.py:L278-282)",
-         reader="study1_aptos", location="aptos2019/train_1.csv", headline_metric="quadratic_kappa", fixed=True)],
+         reader="study1_aptos", location="aptos2019/train_1.csv", headline_metric="quadratic_kappa", fixed=True,
+         norm=((0.415, 0.221, 0.073), (0.275, 0.150, 0.081), "defaults/datasets.py:L246-247"))],
       (("split", ("random", "stratified")),))
 study("isic2019", "isic2019", "isic2019/ISIC_2019_Training_GroundTruth.csv", "multiclass",
       ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"), "balanced_accuracy", "dermoscopy", "CC BY-NC 4.0",
@@ -118,7 +122,9 @@ study("isic2019", "isic2019", "isic2019/ISIC_2019_Training_GroundTruth.csv", "mu
          (("split", "stratified"), ("group", "lesion"))),
        P("study1_code", "study 1's code: val+test = int(0.2 N) rows of random.Random(42).shuffle(range(N)) halved "
          "(defaults/bases.py:L247-262, datasets.py:L221-225); headline = its macro recall (datasets.py:L198)",
-         reader="study1_isic", headline_metric="recall_macro", fixed=True)],
+         reader="study1_isic", headline_metric="recall_macro", fixed=True,
+         norm=((0.66776717, 0.52960888, 0.52434725), (0.22381877, 0.20363036, 0.21538623),
+               "defaults/datasets.py:L185-186"))],
       (("split", ("random", "stratified")), ("group", ("none", "lesion"))))
 study("cbis_ddsm", "cbis_ddsm", "cbis_ddsm", "binary", None, "roc_auc", "mammography", "CC BY 3.0 (TCIA)",
       "CBIS-DDSM: mass/calc train/test description CSVs, DICOM paths relative to the folder",
@@ -137,7 +143,8 @@ study("chexpert", "chexpert", "CheXpert-v1.0-small/train.csv", "multilabel", Non
        P("study1_code", "study 1's code: train.csv sorted by Path, pandas .loc label slices at row int(0.2 N) + 15 "
          "and its half (defaults/datasets.py:L53-67), U-Zeros, all-zero -> No Finding (L71-76); mean AUC with 0.5 "
          "for a label without positives (utils/metrics.py:L21-39)",
-         reader="study1_chexpert", headline_metric="roc_auc_study1", fixed=True)],
+         reader="study1_chexpert", headline_metric="roc_auc_study1", fixed=True,
+         norm=((0.503,), (0.292,), "defaults/datasets.py:L21-22"))],
       (("findings", ("14", "5")), ("uncertain", ("zeros", "ones", "ignore")), ("split", ("sorted_head", "official")),
        ("frontal", ("false", "true")), ("fill_no_finding", ("true", "false"))))
 study("ham10000", "ham10000", "HAM10000/HAM10000_metadata.csv", "multiclass",
@@ -168,7 +175,8 @@ study("ddsm", "ddsm_lists", "DDSM", "binary", None, "roc_auc", "mammography", "D
        P("three", "the study's fixed lists; normal / benign / cancer", (("labels", "three"),)),
        P("study1_code", "study 1's code: the lists read as pd.read_csv(sep=' ', header=None), label = exact file-name "
          "prefix, 2-class normal vs benign+cancer (defaults/datasets.py:L120-155); its roc_auc (utils/metrics.py:L104)",
-         reader="study1_ddsm", headline_metric="roc_auc_study1", fixed=True)],
+         reader="study1_ddsm", headline_metric="roc_auc_study1", fixed=True,
+         norm=((0.286,), (0.267,), "defaults/datasets.py:L157-163 (whole images: is_patch False)"))],
       (("labels", ("binary", "three")),))
 
 # Short names of the study datasets, where unambiguous (`ddsm` stays the original DDSM, not CBIS-DDSM).

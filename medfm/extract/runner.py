@@ -16,7 +16,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import BackboneSpec, check_grey_mode, resolve_backbone
-from medfm.backbones.norm import stats_workers, with_dataset_norm
+from medfm.backbones.norm import stats_workers, with_norm
 from medfm.backbones.names import folder_name
 from medfm.cache.fingerprint import fingerprint
 from medfm.cache.kinds import FEATURES
@@ -104,8 +104,8 @@ def _run_extract(cfg: ExtractConfig, d: Dist, device: torch.device, start: float
     if cfg.compile and cfg.drop_cutoff is not None:
         raise MedfmError("--compile cannot trace --drop-cutoff's early stop", "drop --compile (or --drop-cutoff)")
     check_grey_mode(cfg.grey, dataset)
-    if cfg.norm == "dataset":  # the train split's mean/std (computed once, kept beside the caches)
-        spec = with_dataset_norm(spec, dataset, stats_workers(cfg.num_workers), say=say)
+    # --norm dataset: the train split's mean/std (computed once, kept beside the caches); protocol: the declared ones
+    spec = with_norm(spec, dataset, cfg.norm, cfg.dataset, stats_workers(cfg.num_workers), say=say)
     use = pixel_choice(cfg.pixels, spec, say)  # auto: only where it is exact in geometry
     pixels = find_pixel_cache(dataset, scale_size(spec.data_config, spec.img_size), use)
     if pixels is not None:

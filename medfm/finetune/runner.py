@@ -19,7 +19,7 @@ import torch
 
 from medfm import __version__
 from medfm.backbones import check_grey_mode, resolve_backbone
-from medfm.backbones.norm import stats_workers, with_dataset_norm
+from medfm.backbones.norm import stats_workers, with_norm
 from medfm.data import create_dataset
 from medfm.errors import MedfmError
 from medfm.extract.loader import default_workers
@@ -56,8 +56,8 @@ def finetune_inputs(cfg: FinetuneConfig):
                             backbones_file=cfg.backbones_file, drop_cutoff=cfg.drop_cutoff,
                             tokens_from=cfg.tokens_from if reads_tokens else "patch", resize=cfg.resize,
                             resize_size=cfg.resize_size)
-    if cfg.norm == "dataset":  # the train split's mean/std (computed once, kept beside the caches)
-        spec = with_dataset_norm(spec, dataset, stats_workers(cfg.num_workers), say=console.print)
+    # --norm dataset: the train split's mean/std (computed once, kept beside the caches); protocol: the declared ones
+    spec = with_norm(spec, dataset, cfg.norm, cfg.dataset, stats_workers(cfg.num_workers), say=console.print)
     return dataset, spec
 
 
