@@ -204,3 +204,57 @@ def test_study1_augmentation_goes_between_the_squash_crop_and_to_tensor():
     assert [type(s).__name__ for s in steps][1:] == ["PolicyGeometry", "RandomResizedCrop", "RandomVerticalFlip",
                                                      "RandomHorizontalFlip", "RandomApply", "ToTensor", "Normalize"]
     assert steps[1].side == 73  # round(64 * 256 / 224)
+
+
+def test_norm_sidecar_survives_truncation_edits_two_writers_and_a_full_disk(pneu_subset, tmp_path, monkeypatch):
+    """The statistics sidecar: a truncated or hand-edited file is recomputed (never read as numbers); two
+    writers at once both end with the same statistics and one whole file; a full disk is one MedfmError with
+    no temporary file left behind."""
+    import errno
+    import json
+    import threading
+    from pathlib import Path
+
+    from medfm.data import create_dataset
+
+    monkeypatch.setenv("MEDFM_CACHE", str(tmp_path))
+    dataset = create_dataset(str(pneu_subset))
+    spec = resolve_backbone("mobilenetv2", "random", 32, resize="pad")
+    first = dataset_stats(spec, dataset)
+    path = stats_path(dataset, fingerprint(stats_key(spec, dataset)))
+    whole = path.read_text()
+    for broken in (whole[: len(whole) // 2], whole.replace('"mean"', '"mean_"'),
+                   json.dumps({**json.loads(whole), "std": [0.1]})):  # truncated; no mean; 1 channel for 3
+        path.write_text(broken)
+        assert dataset_stats(spec, dataset)["mean"] == first["mean"]
+        assert json.loads(path.read_text())["mean"] == first["mean"]  # replaced by a whole file
+
+    path.unlink()
+    results, start = [], threading.Barrier(2)
+
+    def writer():
+        start.wait()
+        results.append(dataset_stats(spec, dataset))
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r["mean"] for r in results] == [first["mean"]] * 2 and [r["std"] for r in results] == [first["std"]] * 2
+    assert json.loads(path.read_text())["key_sha256"] == first["key_sha256"]
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith("norm-")) == [path.name]
+
+    path.unlink()
+    real_write = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if ".tmp" in self.name:
+            real_write(self, "{")  # a partial file, then the disk fills
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(MedfmError, match="disk full writing .*norm-.*--norm dataset statistics"):
+        dataset_stats(spec, dataset)
+    assert not any(p.name.startswith("norm-") for p in path.parent.iterdir())  # no sidecar, no temporary file

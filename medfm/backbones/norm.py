@@ -18,7 +18,9 @@ fingerprint, the cache metadata and the run identity like any other preprocessin
 from __future__ import annotations
 
 import json
+import math
 import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -91,10 +93,10 @@ def dataset_stats(spec, dataset, workers: int = 0, say=None) -> dict:
     if path.is_file():
         try:
             record = json.loads(path.read_text())
-            if record.get("key_sha256") == digest:
+            if record.get("key_sha256") == digest and _well_formed(record, key["channels"]):
                 return record
-        except (OSError, ValueError):
-            pass  # unreadable: recomputed and replaced below
+        except (OSError, ValueError, AttributeError):
+            pass  # unreadable, truncated or not these statistics: recomputed and replaced below
     if "train" not in dataset.splits:
         raise MedfmError(f"--norm dataset needs a train split; {dataset.name} has {', '.join(dataset.splits)}",
                          "use --norm backbone")
@@ -102,11 +104,27 @@ def dataset_stats(spec, dataset, workers: int = 0, say=None) -> dict:
         say(f"computing --norm dataset statistics on {len(dataset.splits['train'])} train images -> {path}")
     record = {"key_sha256": digest, "key": key, **compute_stats(spec, dataset.splits["train"], key["channels"], workers),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, path)  # atomic: a concurrent run reads the old file or the whole new one
+    _write_atomically(path, json.dumps(record, indent=1, default=str))
     return record
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file of this process and thread, then rename it over ``path``: a run
+    computing the same statistics at the same time reads the old file or a whole new one, never half of one.
+    A full disk is one error and leaves no temporary file behind."""
+    from medfm.cache.store import disk_full_error, is_disk_full
+
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full_error(path, " (the --norm dataset statistics)") from None
+        raise MedfmError(f"cannot write the --norm dataset statistics {path}: {exc.strerror or exc}",
+                         "make $MEDFM_CACHE writable (or point it elsewhere), then rerun") from None
 
 
 def with_norm(spec, dataset, norm: str, dataset_spec: str, workers: int = 0, say=None):
@@ -158,6 +176,14 @@ def _reject_minmax(spec, mode: str) -> None:
     if spec.data_config.get("normalize") == MINMAX:
         raise MedfmError(f"--norm {mode} replaces a mean/std normalisation, but {spec.entry.name} min-max scales "
                          "each image (its authors' preprocessing)", f"drop --norm {mode} for this backbone")
+
+
+def _well_formed(record: dict, channels: int) -> bool:
+    """Whether a sidecar holds ``channels`` finite means and positive-or-zero stds (a hand-edited or foreign file
+    does not count)."""
+    values = [record.get("mean"), record.get("std")]
+    return all(isinstance(v, list) and len(v) == channels and all(isinstance(x, (int, float)) and math.isfinite(x)
+                                                                 for x in v) for v in values) and min(values[1]) >= 0
 
 
 def with_dataset_norm(spec, dataset, workers: int = 0, say=None):
