@@ -286,6 +286,9 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
         "biases_norms_tokens", "parameters without weight decay: biases, 1-D parameters (norms) and position/CLS/"
                                "register tokens (medfm), or biases and 1-D parameters only (study 1)")
     drop_last: bool = _opt(False, "drop the last incomplete training batch of each epoch (study 1's trainloader)")
+    val_drop_last: bool = _opt(False, "score each epoch's val metric, which picks the tested epoch, on a seeded "
+                                      "shuffle of val minus its last incomplete batch of --batch-size, as study 1's "
+                                      "val loader (shuffle, drop_last); the final val/test metrics use every image")
     backbone_eval: bool = _opt(False, "keep the whole backbone in eval mode, trained blocks too (dropout/drop-path "
                                       "off, BatchNorm statistics fixed), as study 1's frozen-backbone forward does")
     init_from: str | None = _opt(None, "start from a saved fine-tune: PATH to its model.pt or best.pt (strict key "

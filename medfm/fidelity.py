@@ -309,13 +309,14 @@ STUDY1 = StudyCode(
                 code=("classification.py:L104-113", "utils/_utils.py:L120-131"),
                 note="update_warmup() overrides params.json's LinearWarmup values by dataset"),
         Setting("best_on_val", "epoch tested",
-                exact={"keep": "best", "early_stop_patience": 0},
-                exact_text="the epoch with the best val target metric (strictly better), validated every epoch",
-                fast_text="frozen: the grid point best on val; unfrozen: keep=best",
-                code=("defaults/trainer.py:L75-79", "defaults/trainer.py:L223-233", "defaults/trainer.py:L240-255",
-                      "params.json:training_params.save_best_model"),
-                note="the code's val loader shuffles and drops its last partial batch (params.json valloader "
-                     "drop_last true); medfm validates on every val image"),
+                exact={"keep": "best", "early_stop_patience": 0, "val_drop_last": True},
+                exact_text="the epoch with the best val target metric (strictly better), validated every epoch on "
+                           "a shuffle of val without its last incomplete batch (val_drop_last=true)",
+                fast_text="frozen: the grid point best on val; unfrozen: keep=best, every val image",
+                code=("defaults/trainer.py:L75-79", "defaults/trainer.py:L183-222", "defaults/trainer.py:L223-233",
+                      "defaults/trainer.py:L240-255", "params.json:training_params.save_best_model",
+                      "params.json:dataloader_params.valloader"),
+                note="the code's val shuffle is unseeded; medfm seeds it by run seed and epoch"),
         Setting("training_length", "epochs, batch, clipping, precision",
                 exact={"epochs": 100, "batch_size": 64, "grad_clip": 1.0, "amp": True, "drop_last": True},
                 exact_text="100 epochs, batch 64, drop_last=true (the last partial batch dropped), grad-norm clip 1.0, "

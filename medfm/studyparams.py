@@ -317,6 +317,10 @@ def _map_exact(r: _Reader, run: StudyRun, use, common: dict, head: str, freeze: 
     if r.get("dataloader_params.trainloader.drop_last") is not None:
         settings["drop_last"] = use("dataloader_params.trainloader.drop_last", "finetune.drop_last",
                                     bool(r.get("dataloader_params.trainloader.drop_last")))
+    if r.get("dataloader_params.valloader.drop_last") is not None:
+        shuffled = bool(r.get("dataloader_params.valloader.shuffle")) and bool(r.get("dataloader_params.valloader.drop_last"))
+        settings["val_drop_last"] = use("dataloader_params.valloader.drop_last", "finetune.val_drop_last", shuffled)
+        use("dataloader_params.valloader.shuffle", "finetune.val_drop_last", f"{shuffled} (shuffle and drop_last)")
     for key, setting in (("dataloader_params.trainloader.batch_size", "batch_size"),
                          ("optimization_params.default.optimizer.params.lr", "lr"),
                          ("optimization_params.default.optimizer.params.weight_decay", "weight_decay"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import numpy as np
 
 import pytest
 import torch
@@ -267,3 +268,40 @@ def test_init_from_a_wrong_file_is_one_error_line(cli, pneu_subset, mobilenet_we
     line = cli.error("finetune", "--backbone", "mobilenetv2", "--weights", mobilenet_weights, "--dataset", pneu_subset,
                      "--img-size", 32, "--epochs", 1, "--init-from", pneu_subset, "--out", tmp_path / "bad")
     assert line.startswith("medfm: error: --init-from") and "not a readable medfm checkpoint" in line
+
+
+def test_val_drop_last_scores_the_codes_shuffled_full_batches(pneu_subset, mobilenet_weights, tmp_path):
+    """--val-drop-last (study 1's val loader: shuffle, drop_last): the val metric that picks the epoch is the
+    metric of a seeded shuffle of val minus its last incomplete batch; the recorded val/test metrics still use
+    every image. Checked against the saved model's own val predictions."""
+    from medfm.distributed import Dist
+    from medfm.errors import MedfmError
+    from medfm.finetune import run_finetune
+    from medfm.finetune.data import eval_loader
+    from medfm.finetune.engine import predict
+    from medfm.finetune.runner import build_model, finetune_inputs, finetune_run_key, val_rows
+    from medfm.heads import HEADS
+    from medfm.metrics import compute_metrics
+
+    rows = val_rows(32, 12, 0, 0)
+    assert len(rows) == 24 and len(set(rows.tolist())) == 24 and rows.max() < 32
+    assert np.array_equal(rows, val_rows(32, 12, 0, 0)) and not np.array_equal(rows, val_rows(32, 12, 0, 1))
+    with pytest.raises(MedfmError, match="fewer than one batch of 64"):
+        val_rows(32, 64, 0, 0)
+
+    cfg = _cfg(pneu_subset, mobilenet_weights, tmp_path / "v", img_size=32, epochs=1, batch_size=12, keep="last",
+               val_drop_last=True)
+    with one_thread():
+        rec = run_finetune(cfg)
+        dataset, spec = finetune_inputs(cfg)
+        model, _ = build_model(cfg.model_copy(update={"init_from": None}), spec, HEADS.get("linear"), 2)
+        model.load_state_dict(torch.load(tmp_path / "v" / "model.pt", weights_only=True))
+        val = dataset.splits["val"]
+        probs = predict(model, eval_loader(val, model._backbone.transform, 0, 1, 16, 0, False), len(val), "binary",
+                        torch.device("cpu"), False, Dist())
+    assert compute_metrics("binary", val.labels, probs) == rec["val"]  # the record: every val image
+    kept = val_rows(len(val), 12, 0, 0)
+    scored = compute_metrics("binary", val.labels[kept], probs[kept], ["roc_auc"])["roc_auc"]
+    assert rec["history"][0]["val_roc_auc"] == pytest.approx(scored, abs=1e-12)
+    assert rec["hyperparameters"]["val_drop_last"] is True
+    assert finetune_run_key(cfg) != finetune_run_key(cfg.model_copy(update={"val_drop_last": False}))

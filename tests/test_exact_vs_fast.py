@@ -25,7 +25,7 @@ def test_exact_and_fast_rows_of_a_preset_are_paired_in_the_report(pneu_subset, t
     common = dict(preset="mansoori2025", scenarios=["frozen"], heads=["linear"], backbones=["mobilenetv2"],
                   datasets=[str(pneu_subset)], img_size=64, seeds=[0], results=str(store), out=str(tmp_path / "sweep"))
     run_sweep(SweepConfig(**common, fidelity="fast"))
-    run_sweep(SweepConfig(**common, fidelity="exact", finetune={"epochs": 1}))
+    run_sweep(SweepConfig(**common, fidelity="exact", finetune={"epochs": 1, "batch_size": 16}))  # val 32: two whole batches
     rows = ResultsStore(store).records()
     modes = sorted((r["kind"], r["fidelity"]["mode"]) for r in rows)
     assert modes == [("finetune", "exact"), ("probe", "fast")]

@@ -65,7 +65,18 @@ def finetune_inputs(cfg: FinetuneConfig):
 # fine-tunes made before the options existed keep their keys (a sweep still finds them done) and their
 # report groups (as a backbone identity leaves out layers=1)
 ADDED_AT_DEFAULT = {"schedule": "cosine", "warmup_start_lr": 0.0, "warmup_epochs": None, "no_decay": "biases_norms_tokens",
-                    "drop_last": False, "backbone_eval": False, "init_from": None, "init_from_parts": "all"}
+                    "drop_last": False, "val_drop_last": False, "backbone_eval": False, "init_from": None, "init_from_parts": "all"}
+
+
+def val_rows(n: int, batch: int, seed: int, epoch: int) -> np.ndarray:
+    """The val rows study 1's val loader scores in one epoch: a shuffle (seeded here by run seed and epoch; the
+    code's is unseeded) without its last incomplete batch (``DataLoader(shuffle=True, drop_last=True)``,
+    params.json valloader; the metric pools every kept batch, ``defaults/trainer.py:L183-222``)."""
+    kept = n - n % batch
+    if kept == 0:
+        raise MedfmError(f"--val-drop-last: val has {n} images, fewer than one batch of {batch}, so the code's val "
+                         "loader would score none", "use a smaller --batch-size, or drop --val-drop-last")
+    return np.random.default_rng([seed, epoch, 0x7A1]).permutation(n)[:kept]
 
 
 def identity_settings(cfg: FinetuneConfig) -> dict:
@@ -128,6 +139,8 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     task, metric, C = dataset.task, dataset.headline_metric, dataset.num_classes
     if not len(dataset.splits.get("val", ())):
         raise MedfmError(f"dataset {dataset.name} has no val split to choose the best epoch on", "give it a val split")
+    if cfg.val_drop_last:  # before any training: a val split smaller than one batch would score nothing
+        val_rows(len(dataset.splits["val"]), cfg.batch_size, cfg.seed, 0)
     if cfg.balanced_sampling and task == "multilabel":
         raise MedfmError("balanced_sampling needs one class per image; this dataset is multilabel",
                          "use class_weight (per-label positive weights) instead")
@@ -229,7 +242,8 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
             loss = train_epoch(wrapped, loader, labels_t, opt, sched, task=task, weight=weight, accum=cfg.grad_accum,
                                clip=cfg.grad_clip, device=device, amp=cfg.amp, d=d, on_batch=on_batch)
             val_probs = predict(eval_model, evals["val"], len(dataset.splits["val"]), task, device, cfg.amp, d)
-            val_score = compute_metrics(task, dataset.splits["val"].labels, val_probs, [metric])[metric]
+            scored = val_rows(len(val_probs), cfg.batch_size, cfg.seed, epoch) if cfg.val_drop_last else slice(None)
+            val_score = compute_metrics(task, dataset.splits["val"].labels[scored], val_probs[scored], [metric])[metric]
             state["history"].append({"epoch": epoch + 1, "train_loss": loss, f"val_{metric}": val_score,
                                      "lr": sched.get_last_lr()[0]})
             bar.update(ptask, rate=f"loss {loss:.4f} | val {metric} {val_score:.4f}")
@@ -282,6 +296,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "hyperparameters": {"lr": cfg.lr, "head_lr": cfg.head_lr or cfg.lr, "weight_decay": cfg.weight_decay,
                             "layer_decay": cfg.layer_decay, "warmup_steps": warmup, "schedule": cfg.schedule,
                             "warmup_start_lr": cfg.warmup_start_lr, "no_decay": cfg.no_decay, "drop_last": cfg.drop_last,
+                            "val_drop_last": cfg.val_drop_last,
                             "backbone_eval": cfg.backbone_eval, "epochs": cfg.epochs,
                             "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "grad_clip": cfg.grad_clip,
                             "augment": aug_name, "class_weight": cfg.class_weight,
