@@ -138,6 +138,12 @@ def _split_seed_opt():
     return _opt(0, "seed of any split medfm makes (a whole number >= 0)", ge=0)
 
 
+def _ci_opt():
+    return _opt("percentile", "the test metric's 95% CI: percentile (of the bootstrap replicates), or "
+                              "mean_of_replicates (study 3's printed interval: a bootstrap CI, RandomState(47), of the "
+                              "replicates' mean; far narrower)")
+
+
 def _duplicates_opt():
     return _opt(None, "identical images under two names (across splits: leakage; different labels: contradiction): "
                       "error, warn (keep and report) or drop (remove leaking and contradicting copies) "
@@ -286,6 +292,8 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
         "biases_norms_tokens", "parameters without weight decay: biases, 1-D parameters (norms) and position/CLS/"
                                "register tokens (medfm), or biases and 1-D parameters only (study 1)")
     drop_last: bool = _opt(False, "drop the last incomplete training batch of each epoch (study 1's trainloader)")
+    bootstrap: int = _opt(1000, "test-set bootstrap resamples for the 95% CI (0 = none)", ge=0)
+    ci: Literal["percentile", "mean_of_replicates"] = _ci_opt()
     val_drop_last: bool = _opt(False, "score each epoch's val metric, which picks the tested epoch, on a seeded "
                                       "shuffle of val minus its last incomplete batch of --batch-size, as study 1's "
                                       "val loader (shuffle, drop_last); the final val/test metrics use every image")
@@ -393,6 +401,7 @@ class ProbeConfig(_Config):
     head_lr: float = _opt(1e-4, "deit head: AdamW learning rate", gt=0)
     head_batch_size: int = _opt(64, "deit head: mini-batch size", ge=1)
     bootstrap: int = _opt(1000, "test-set bootstrap resamples for the 95% CI (0 = none)", ge=0)
+    ci: Literal["percentile", "mean_of_replicates"] = _ci_opt()
     store_predictions: bool = _opt(True, "keep per-sample test scores in the record (ROC curves, pooled CIs in reports)")
 
 

@@ -305,3 +305,31 @@ def test_val_drop_last_scores_the_codes_shuffled_full_batches(pneu_subset, mobil
     assert rec["history"][0]["val_roc_auc"] == pytest.approx(scored, abs=1e-12)
     assert rec["hyperparameters"]["val_drop_last"] is True
     assert finetune_run_key(cfg) != finetune_run_key(cfg.model_copy(update={"val_drop_last": False}))
+
+
+def test_finetune_rows_record_a_test_ci_and_study3s_mean_of_replicates(pneu_subset, mobilenet_weights, tmp_path):
+    """Fine-tune records carry a test-set CI (default: percentile of 1,000 resamples); ``ci=mean_of_replicates``
+    records study 3's interval and the replicates' mean, recomputed here from the record's own test scores."""
+    from medfm.finetune import run_finetune
+    from medfm.finetune.runner import finetune_run_key
+    from medfm.protocol import bootstrap_ci, bootstrap_replicates, mean_of_replicates_ci
+
+    cfg = _cfg(pneu_subset, mobilenet_weights, tmp_path / "p", img_size=32, epochs=1)
+    with one_thread():
+        plain = run_finetune(cfg)
+        study3 = run_finetune(cfg.model_copy(update={"out": str(tmp_path / "m"), "ci": "mean_of_replicates",
+                                                     "bootstrap": 500}))
+    for rec in (plain, study3):
+        y = np.asarray(rec["predictions"]["test"]["y_true"])
+        scores = np.asarray(rec["predictions"]["test"]["y_score"])
+        head = rec["headline_metric"]
+        if rec is plain:
+            assert head["bootstrap"] == 1000 and "ci" not in head
+            assert head["ci95"] == list(bootstrap_ci("roc_auc", y, scores, 1000, seed=0))
+        else:
+            reps = bootstrap_replicates("roc_auc", y, scores, 500)
+            assert head["ci"] == "mean_of_replicates" and head["bootstrap"] == 500
+            assert head["ci95"] == list(mean_of_replicates_ci(reps)) and head["replicate_mean"] == reps.mean()
+            assert head["ci95"][1] - head["ci95"][0] < (plain["headline_metric"]["ci95"][1] - plain["headline_metric"]["ci95"][0]) / 5
+    assert plain["headline_metric"]["value"] == study3["headline_metric"]["value"]  # the same model and test rows
+    assert plain["run_key"] == finetune_run_key(cfg) != study3["run_key"]

@@ -33,6 +33,7 @@ from medfm.finetune.initfrom import init_identity, load_init
 from medfm.finetune.model import FinetuneModel, param_groups
 from medfm.heads import HEADS
 from medfm.metrics import compute_metrics, stored_scores
+from medfm.protocol import ci_record
 from medfm.heads.deit_weights import with_deit_identity
 from medfm.identity import finetune_identity, preprocessing_record, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
@@ -65,7 +66,7 @@ def finetune_inputs(cfg: FinetuneConfig):
 # fine-tunes made before the options existed keep their keys (a sweep still finds them done) and their
 # report groups (as a backbone identity leaves out layers=1)
 ADDED_AT_DEFAULT = {"schedule": "cosine", "warmup_start_lr": 0.0, "warmup_epochs": None, "no_decay": "biases_norms_tokens",
-                    "drop_last": False, "val_drop_last": False, "backbone_eval": False, "init_from": None, "init_from_parts": "all"}
+                    "drop_last": False, "val_drop_last": False, "bootstrap": 1000, "ci": "percentile", "backbone_eval": False, "init_from": None, "init_from_parts": "all"}
 
 
 def val_rows(n: int, batch: int, seed: int, epoch: int) -> np.ndarray:
@@ -292,7 +293,8 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "trainable_params": n_trainable,
         "fraction": cfg.fraction,
         "seed": cfg.seed,
-        "headline_metric": {"name": metric, "value": test[metric]},
+        "headline_metric": {"name": metric, "value": test[metric],
+                            **ci_record(metric, dataset.splits["test"].labels, probs["test"], cfg.bootstrap, cfg.ci)},
         "hyperparameters": {"lr": cfg.lr, "head_lr": cfg.head_lr or cfg.lr, "weight_decay": cfg.weight_decay,
                             "layer_decay": cfg.layer_decay, "warmup_steps": warmup, "schedule": cfg.schedule,
                             "warmup_start_lr": cfg.warmup_start_lr, "no_decay": cfg.no_decay, "drop_last": cfg.drop_last,

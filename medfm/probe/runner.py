@@ -25,7 +25,7 @@ from medfm.distributed import pick_device
 from medfm.metrics import check_metric_for_task, compute_metrics, stored_scores
 from medfm.heads import HEADS
 from medfm.probe.tokens import TokenRows
-from medfm.protocol import bootstrap_ci
+from medfm.protocol import ci_record
 from medfm.heads.deit_weights import with_deit_identity
 from medfm.identity import preprocessing_record, probe_identity, with_identity
 from medfm.results import ResultsStore, finish_run, run_key, start_run
@@ -60,9 +60,18 @@ def probe_metric(cfg: ProbeConfig, cache: FeatureCache) -> str:
     return metric
 
 
+def probe_settings(cfg: ProbeConfig) -> dict:
+    """The probe's settings as its key and identity hold them: the deit head's resolved start; ``ci`` only when not
+    the default percentile (keys of probes made before the option stay valid)."""
+    settings = with_deit_identity(cfg.to_dict())
+    if settings.get("ci") == "percentile":
+        settings.pop("ci")
+    return settings
+
+
 def probe_run_key(cfg: ProbeConfig, cache: FeatureCache) -> str:
     """The results-store key of this probe: cache fingerprint, head, metric and every setting that matters."""
-    settings = with_deit_identity(cfg.to_dict()) | {"cache": None, "out": None, "results": None, "overwrite": None,
+    settings = probe_settings(cfg) | {"cache": None, "out": None, "results": None, "overwrite": None,
                                                     "device": None}
     for picker in ("dataset", "backbone"):  # which caches a bare `medfm probe` picks; keys made before them stay valid
         settings.pop(picker)
@@ -119,7 +128,6 @@ def run_probe(cfg: ProbeConfig, cache: FeatureCache | None = None) -> dict:
     p_val, p_test = head.predict_proba(X["val"]), head.predict_proba(X["test"])
     val = compute_metrics(task, y_va, p_val)
     test = compute_metrics(task, y_te, p_test)
-    ci = bootstrap_ci(metric, y_te, p_test, cfg.bootstrap, seed=0)
     record = {
         "medfm_version": __version__,
         "kind": "probe",
@@ -136,7 +144,7 @@ def run_probe(cfg: ProbeConfig, cache: FeatureCache | None = None) -> dict:
         "fraction": cfg.fraction,
         "seed": cfg.seed,
         "headline_metric": {"name": metric, "value": test[metric],
-                            "ci95": list(ci) if ci else None, "bootstrap": cfg.bootstrap},
+                            **ci_record(metric, y_te, p_test, cfg.bootstrap, cfg.ci)},
         "hyperparameters": getattr(head, "best_params_", {}),
         "val": val,
         "test": test,
@@ -159,7 +167,7 @@ def run_probe(cfg: ProbeConfig, cache: FeatureCache | None = None) -> dict:
         record["predictions"] = {"test": {"y_true": y_te.tolist(), "y_score": stored_scores(p_test)}}
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
     record["run_key"] = key
-    with_identity(record, probe_identity(with_deit_identity(cfg.to_dict()), cache.meta, metric, spec.reads == "tokens"))
+    with_identity(record, probe_identity(probe_settings(cfg), cache.meta, metric, spec.reads == "tokens"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"probe": cfg.to_dict()}, indent=2))
     return finish_run(out, record, store, "probe")
