@@ -294,6 +294,11 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
     drop_last: bool = _opt(False, "drop the last incomplete training batch of each epoch (study 1's trainloader)")
     bootstrap: int = _opt(1000, "test-set bootstrap resamples for the 95% CI (0 = none)", ge=0)
     ci: Literal["percentile", "mean_of_replicates"] = _ci_opt()
+    train_shuffle: bool = _opt(True, "reshuffle the training images every epoch; false: the same order every epoch "
+                                     "(study 3's train loader)")
+    eval_after_first_val: bool = _opt(False, "train in eval mode (BatchNorm statistics fixed, dropout off) from the "
+                                             "second epoch on, as study 3's loop, whose validation sets eval mode and "
+                                             "never sets train mode back")
     val_drop_last: bool = _opt(False, "score each epoch's val metric, which picks the tested epoch, on a seeded "
                                       "shuffle of val minus its last incomplete batch of --batch-size, as study 1's "
                                       "val loader (shuffle, drop_last); the final val/test metrics use every image")

@@ -441,11 +441,12 @@ STUDY3 = StudyCode(
                 needs=("study3_code protocols for ichallenge_amd and ham10000_224 (the code gives no paths for "
                        "eye_fund / skin_dermoscopy)",)),
         Setting("train_order", "training order",
-                exact={}, exact_text="the same order every epoch (train loader not shuffled); after the first "
-                                     "validation the model stays in eval mode (CNN BatchNorm frozen)",
+                exact={"train_shuffle": False, "eval_after_first_val": True},
+                exact_text="train_shuffle=false: the same order every epoch (train loader not shuffled); "
+                           "eval_after_first_val=true: after the first validation the model stays in eval mode "
+                           "(CNN BatchNorm frozen)",
                 fast_text="reshuffled every epoch; train mode while training",
-                code=("utils.py:L265", "utils.py:L190"),
-                needs=("shuffle=False / no return to train mode (quirks not reproduced)",)),
+                code=("utils.py:L265", "utils.py:L190", "utils.py:L146-157")),
         Setting("best_on_val", "epoch tested",
                 exact={"keep": "best", "early_stop_patience": 0, "metric": "accuracy"},
                 exact_text="the epoch with the best val accuracy (mean of per-batch accuracies, strictly better)",

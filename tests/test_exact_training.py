@@ -333,3 +333,38 @@ def test_finetune_rows_record_a_test_ci_and_study3s_mean_of_replicates(pneu_subs
             assert head["ci95"][1] - head["ci95"][0] < (plain["headline_metric"]["ci95"][1] - plain["headline_metric"]["ci95"][0]) / 5
     assert plain["headline_metric"]["value"] == study3["headline_metric"]["value"]  # the same model and test rows
     assert plain["run_key"] == finetune_run_key(cfg) != study3["run_key"]
+
+
+def test_study3_training_order_and_eval_mode_after_the_first_validation(pneu_subset, mobilenet_weights, tmp_path):
+    """``train_shuffle=false`` visits the rows in the same order every epoch; ``eval_after_first_val`` trains
+    epoch 2 on in eval mode, so a fully unfrozen MobileNetV2's BatchNorm statistics after 2 epochs are those
+    after epoch 1 (a 1-epoch run, same seed and constant rate), while its weights did move; without the option
+    they move on."""
+    from torch.utils.data import TensorDataset
+
+    from medfm.finetune import run_finetune
+    from medfm.finetune.data import train_loader
+
+    ds = TensorDataset(torch.arange(10))
+    fixed = train_loader(ds, np.zeros(10, int), 4, False, 0, 0, 1, 0, False, torch.Generator(), shuffle=False)
+    orders = []
+    for epoch in range(2):
+        fixed.sampler.set_epoch(epoch)
+        orders.append(list(fixed.sampler))
+    assert orders == [list(range(10))] * 2
+    mixed = train_loader(ds, np.zeros(10, int), 4, False, 0, 0, 1, 0, False, torch.Generator())
+    assert list(mixed.sampler) != list(range(10))
+
+    common = dict(img_size=32, unfreeze="all", schedule="constant", warmup_steps=0, train_shuffle=False, keep="last")
+    with one_thread():
+        one = run_finetune(_cfg(pneu_subset, mobilenet_weights, tmp_path / "one", epochs=1, **common))
+        two = run_finetune(_cfg(pneu_subset, mobilenet_weights, tmp_path / "two", epochs=2, eval_after_first_val=True,
+                                **common))
+        plain = run_finetune(_cfg(pneu_subset, mobilenet_weights, tmp_path / "plain", epochs=2, **common))
+    states = {k: torch.load(tmp_path / k / "model.pt", weights_only=True) for k in ("one", "two", "plain")}
+    stats = [k for k in states["one"] if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(states["two"][k], states["one"][k]) for k in stats)
+    assert any(not torch.equal(states["plain"][k], states["one"][k]) for k in stats)
+    conv = next(k for k in states["one"] if k.endswith("weight") and states["one"][k].ndim == 4)
+    assert not torch.equal(states["two"][conv], states["one"][conv])  # it trained, in eval mode
+    assert two["hyperparameters"]["eval_after_first_val"] is True and two["hyperparameters"]["train_shuffle"] is False

@@ -169,10 +169,11 @@ class BalancedDistributedSampler(DistributedSampler):
 
 def train_loader(ds: SeededImages, labels: np.ndarray, per_rank_batch: int, balanced: bool, seed: int,
                  rank: int, world: int, workers: int, pin: bool, generator: torch.Generator,
-                 drop_last: bool = False) -> DataLoader:
+                 drop_last: bool = False, shuffle: bool = True) -> DataLoader:
+    """``shuffle=False``: every epoch visits the rows in the split's order (study 3's train loader)."""
     kind = BalancedDistributedSampler if balanced else DistributedSampler
     extra = {"labels": labels} if balanced else {}
-    sampler = kind(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False, **extra)
+    sampler = kind(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False, **extra)
     return DataLoader(ds, batch_size=per_rank_batch, sampler=sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=pin, generator=generator, prefetch_factor=2 if workers else None, drop_last=drop_last)
 

@@ -82,9 +82,10 @@ def _check(errors: list[str]) -> None:
 
 
 def train_epoch(model, loader, labels: torch.Tensor, opt, sched, *, task, weight, accum, clip, device, amp,
-                d: Dist, on_batch=None) -> float:
-    """One pass over this rank's share; returns the mean training loss over all ranks."""
-    model.train()
+                d: Dist, on_batch=None, train_mode: bool = True) -> float:
+    """One pass over this rank's share; returns the mean training loss over all ranks. ``train_mode=False``
+    trains in eval mode (study 3 after its first validation: BatchNorm statistics fixed, dropout off)."""
+    model.train(train_mode)
     n_batches = len(loader)
     total, count = 0.0, 0
     opt.zero_grad(set_to_none=True)

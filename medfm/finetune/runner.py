@@ -66,7 +66,7 @@ def finetune_inputs(cfg: FinetuneConfig):
 # fine-tunes made before the options existed keep their keys (a sweep still finds them done) and their
 # report groups (as a backbone identity leaves out layers=1)
 ADDED_AT_DEFAULT = {"schedule": "cosine", "warmup_start_lr": 0.0, "warmup_epochs": None, "no_decay": "biases_norms_tokens",
-                    "drop_last": False, "val_drop_last": False, "bootstrap": 1000, "ci": "percentile", "backbone_eval": False, "init_from": None, "init_from_parts": "all"}
+                    "drop_last": False, "train_shuffle": True, "eval_after_first_val": False, "val_drop_last": False, "bootstrap": 1000, "ci": "percentile", "backbone_eval": False, "init_from": None, "init_from_parts": "all"}
 
 
 def val_rows(n: int, batch: int, seed: int, epoch: int) -> np.ndarray:
@@ -142,6 +142,9 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         raise MedfmError(f"dataset {dataset.name} has no val split to choose the best epoch on", "give it a val split")
     if cfg.val_drop_last:  # before any training: a val split smaller than one batch would score nothing
         val_rows(len(dataset.splits["val"]), cfg.batch_size, cfg.seed, 0)
+    if cfg.balanced_sampling and not cfg.train_shuffle:
+        raise MedfmError("--balanced-sampling draws a random sample every epoch, so it cannot keep one fixed order "
+                         "(--no-train-shuffle)", "use one of the two")
     if cfg.balanced_sampling and task == "multilabel":
         raise MedfmError("balanced_sampling needs one class per image; this dataset is multilabel",
                          "use class_weight (per-label positive weights) instead")
@@ -185,7 +188,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         console.print(f"[yellow]note:[/] {len(train_idx)} training images over {d.world} processes: DistributedSampler "
                       f"repeats {d.world - len(train_idx) % d.world} per epoch to even the shares")
     loader = train_loader(train_ds, train.labels[train_idx], per_rank, cfg.balanced_sampling, cfg.seed, d.rank, d.world,
-                          workers, pin, loader_gen, drop_last=cfg.drop_last)
+                          workers, pin, loader_gen, drop_last=cfg.drop_last, shuffle=cfg.train_shuffle)
     if not len(loader):
         raise MedfmError(f"--drop-last leaves no training batch: {len(train_idx)} training images per epoch, "
                          f"batches of {cfg.batch_size}", "lower --batch-size or drop --drop-last")
@@ -241,7 +244,8 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
                 bar.update(_t, advance=1, rate=f"loss {loss:.4f}{_b}")
 
             loss = train_epoch(wrapped, loader, labels_t, opt, sched, task=task, weight=weight, accum=cfg.grad_accum,
-                               clip=cfg.grad_clip, device=device, amp=cfg.amp, d=d, on_batch=on_batch)
+                               clip=cfg.grad_clip, device=device, amp=cfg.amp, d=d, on_batch=on_batch,
+                               train_mode=not (cfg.eval_after_first_val and epoch > 0))
             val_probs = predict(eval_model, evals["val"], len(dataset.splits["val"]), task, device, cfg.amp, d)
             scored = val_rows(len(val_probs), cfg.batch_size, cfg.seed, epoch) if cfg.val_drop_last else slice(None)
             val_score = compute_metrics(task, dataset.splits["val"].labels[scored], val_probs[scored], [metric])[metric]
@@ -298,7 +302,8 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "hyperparameters": {"lr": cfg.lr, "head_lr": cfg.head_lr or cfg.lr, "weight_decay": cfg.weight_decay,
                             "layer_decay": cfg.layer_decay, "warmup_steps": warmup, "schedule": cfg.schedule,
                             "warmup_start_lr": cfg.warmup_start_lr, "no_decay": cfg.no_decay, "drop_last": cfg.drop_last,
-                            "val_drop_last": cfg.val_drop_last,
+                            "val_drop_last": cfg.val_drop_last, "train_shuffle": cfg.train_shuffle,
+                            "eval_after_first_val": cfg.eval_after_first_val,
                             "backbone_eval": cfg.backbone_eval, "epochs": cfg.epochs,
                             "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "grad_clip": cfg.grad_clip,
                             "augment": aug_name, "class_weight": cfg.class_weight,
