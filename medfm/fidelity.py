@@ -136,6 +136,7 @@ def base_name(dataset: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 S1_GREY = ("chexpert", "ddsm")  # img_channels = 1 (defaults/datasets.py:L18, L98)
 S1_WARMUP_EPOCHS = ("aptos2019", "ddsm")  # classification.py:L104-106
+S1_WARMUP_ITERS = ("isic2019", "chexpert")  # classification.py:L109-111; other datasets: 1 iteration (_utils.py:L124-126)
 S1_DECLARED_NORM = ("aptos2019", "isic2019", "chexpert", "ddsm")  # hard-coded mean/std (their :study1_code protocols)
 # the linear head's input in the code, and the medfm --feature that is the same (each is also medfm's default)
 S1_FEATURE = (("dinov2", "cls", "CLS token after the final norm (x_norm_clstoken)", "defaults/models.py:L364-377"),
@@ -301,13 +302,15 @@ STUDY1 = StudyCode(
                      "lr (x (1 + 1/warm-up steps)) and stays there"),
         Setting("warmup", "warm-up length",
                 exact=lambda r: ({"warmup_epochs": 5.0} if _s1(r) in S1_WARMUP_EPOCHS
-                                 else {"warmup_steps": 1000, "warmup_epochs": None}),
+                                 else {"warmup_steps": 1000 if _s1(r) in S1_WARMUP_ITERS else 1, "warmup_epochs": None}),
                 exact_text="5 epochs for APTOS and DDSM (warmup_epochs=5), 1,000 iterations for ISIC and CheXpert "
-                           "(warmup_steps=1000), uncapped",
+                           "(warmup_steps=1000), uncapped; any other dataset: update_warmup sets both to 0, so "
+                           "LinearWarmup uses 1 iteration (warmup_steps=1)",
                 fast_text="warmup_steps=1000 for every dataset, capped at a tenth of the run",
                 fast={"warmup_steps": 1000},
-                code=("classification.py:L104-113", "utils/_utils.py:L120-131"),
-                note="update_warmup() overrides params.json's LinearWarmup values by dataset"),
+                code=("classification.py:L104-113", "classification.py:L194", "utils/_utils.py:L120-131"),
+                note="update_warmup() overrides params.json's LinearWarmup values by dataset (classification.py:L194 "
+                     "calls it before every run)"),
         Setting("best_on_val", "epoch tested",
                 exact={"keep": "best", "early_stop_patience": 0, "val_drop_last": True},
                 exact_text="the epoch with the best val target metric (strictly better), validated every epoch on "

@@ -285,3 +285,23 @@ def test_exact_params_run_end_to_end_and_record_their_fidelity(tmp_path, monkeyp
     stored = ResultsStore(record["results_store"]).records()[-1]
     assert stored["fidelity"]["mode"] == "exact" and stored["fidelity"]["study_code"] == STUDY1.source
     assert "squash" in {d["setting"] for d in stored["fidelity"]["departures"]}
+
+
+def test_exact_warm_up_is_update_warmups_per_dataset():
+    """classification.py:L104-113 @02db977 (called before every run, L194): 5 epochs for APTOS/DDSM, 1,000
+    iterations for ISIC/CheXpert, and 0/0 for any other dataset, which LinearWarmup turns into 1 iteration
+    (utils/_utils.py:L124-126) - not params.json's 1,000."""
+    from medfm.finetune.engine import lr_at
+    from medfm.fidelity import Row
+
+    def warm(dataset):
+        s = STUDY1.row_settings(Row("mobilenetv2", dataset, "linear", "frozen", 0))
+        return s.get("warmup_epochs"), s.get("warmup_steps")
+
+    assert warm("aptos2019") == warm("ddsm") == warm("cbis_ddsm") == (5.0, None)
+    assert warm("isic2019") == warm("chexpert") == (None, 1000)
+    for dataset in ("breastmnist", "busi", "ham10000_224", "kermany_cxr_224"):
+        assert warm(dataset) == (None, 1), dataset
+    # the code's one-iteration warm-up: the peak at step 0, then one increment above it for the rest of the run
+    assert lr_at("constant", 0, 1e-4, 1e-8, 1, 800) == pytest.approx(1e-4)
+    assert lr_at("constant", 799, 1e-4, 1e-8, 1, 800) == pytest.approx(2e-4 - 1e-8)
