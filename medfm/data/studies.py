@@ -373,23 +373,31 @@ def load_nifti_slices(ctx: LoadContext) -> Dataset:
 DDSM_PREFIX = {"normal": "normal", "benign": "benign", "cancer": "cancer"}
 
 
+def ddsm_list_lines(root: Path):
+    """Every line of the study's DDSM lists, as (split, list file, 1-based line number, text without its
+    newline); a missing list is one error. Each reader parses the lines its own way (this lenient one,
+    ``study1_code``'s as strictly as the code's ``pd.read_csv``)."""
+    for split in ("train", "val", "test"):
+        lst = root / "ddsm_raw_image_lists" / f"{split}.txt"
+        if not lst.is_file():
+            raise MedfmError(f"{lst} not found", "the study's DDSM folder holds ddsm_raw_image_lists/{train,val,test}.txt")
+        for line, text in enumerate(lst.read_text().splitlines(), start=1):
+            yield split, lst, line, text
+
+
 @layout("ddsm_lists")
 def load_ddsm_lists(ctx: LoadContext) -> Dataset:
     two = ctx.options["labels"] == "binary"  # the study's 2-class mode: normal vs benign + cancer
     rows = []
-    for split in ("train", "val", "test"):
-        lst = ctx.path / "ddsm_raw_image_lists" / f"{split}.txt"
-        if not lst.is_file():
-            raise MedfmError(f"{lst} not found", "the study's DDSM folder holds ddsm_raw_image_lists/{train,val,test}.txt")
-        for line, text in enumerate(lst.read_text().splitlines(), start=1):
-            rel = text.strip().split(" ")[0]
-            if not rel:
-                continue
-            prefix = Path(rel).name.split("_")[0].lower()
-            label = DDSM_PREFIX.get(prefix, prefix)
-            if two and label in ("benign", "cancer"):
-                label = "abnormal"
-            rows.append(Row(f"ddsm_raw/{rel}", label, split, line, source=lst))
+    for split, lst, line, text in ddsm_list_lines(ctx.path):
+        rel = text.strip().split(" ")[0]
+        if not rel:
+            continue
+        prefix = Path(rel).name.split("_")[0].lower()
+        label = DDSM_PREFIX.get(prefix, prefix)
+        if two and label in ("benign", "cancer"):
+            label = "abnormal"
+        rows.append(Row(f"ddsm_raw/{rel}", label, split, line, source=lst))
     classes = ["normal", "abnormal"] if two else ["normal", "benign", "cancer"]
     ctx.notes.append("labels from the file-name prefix (normal_/benign_/cancer_)"
                      + ("; benign and cancer -> abnormal, as the study's 2-class code does" if two else ""))

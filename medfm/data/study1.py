@@ -34,7 +34,7 @@ from pathlib import Path
 
 from medfm.data.base import Dataset
 from medfm.data.manifest import Row
-from medfm.data.studies import CHEXPERT_FINDINGS, LoadContext, layout, read_table
+from medfm.data.studies import CHEXPERT_FINDINGS, LoadContext, ddsm_list_lines, layout, read_table
 from medfm.errors import MedfmError
 
 CODE = "sajjad-sh33/Medical-Transfer-Learning@02db977"
@@ -279,23 +279,19 @@ def load_ddsm_study1(ctx: LoadContext) -> Dataset:
     """
     classes = ["normal", "abnormal"]
     rows = []
-    for split in ("train", "val", "test"):
-        lst = ctx.path / "ddsm_raw_image_lists" / f"{split}.txt"
-        if not lst.is_file():
-            raise MedfmError(f"{lst} not found", "the study's DDSM folder holds ddsm_raw_image_lists/{train,val,test}.txt")
-        for line, text in enumerate(lst.read_text().splitlines(), start=1):
-            text = text.rstrip("\r")
-            if not text:
-                continue
-            if " " in text:
-                raise MedfmError(f"{lst} line {line}: holds a space, which the code's pd.read_csv(sep=' ') cannot read "
-                                 "as one column (defaults/datasets.py:L122-130)", "one image path per line")
-            prefix = os.path.basename(text).split("_")[0]
-            if prefix not in DDSM_LABELS:
-                raise MedfmError(f"{lst} line {line}: file name prefix {prefix!r} is not normal, benign or cancer "
-                                 "(the code's txt_to_lbl, defaults/datasets.py:L131-135)", "fix the list")
-            label = classes[min(DDSM_LABELS[prefix], 1)]
-            rows.append(Row(png_first(ctx.path, f"ddsm_raw/{text}"), label, split, line, source=lst))
+    for split, lst, line, text in ddsm_list_lines(ctx.path):
+        text = text.rstrip("\r")
+        if not text:
+            continue
+        if " " in text:
+            raise MedfmError(f"{lst} line {line}: holds a space, which the code's pd.read_csv(sep=' ') cannot read "
+                             "as one column (defaults/datasets.py:L122-130)", "one image path per line")
+        prefix = os.path.basename(text).split("_")[0]
+        if prefix not in DDSM_LABELS:
+            raise MedfmError(f"{lst} line {line}: file name prefix {prefix!r} is not normal, benign or cancer "
+                             "(the code's txt_to_lbl, defaults/datasets.py:L131-135)", "fix the list")
+        label = classes[min(DDSM_LABELS[prefix], 1)]
+        rows.append(Row(png_first(ctx.path, f"ddsm_raw/{text}"), label, split, line, source=lst))
     desc = ("study 1's code: the fixed lists ddsm_raw_image_lists/{train,val,test}.txt; normal vs benign + cancer "
             "(defaults/datasets.py:L120-155)")
     return _finish(ctx, ctx.path, rows, None, desc, classes=classes)
