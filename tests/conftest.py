@@ -140,6 +140,23 @@ def chromium() -> str:
     return path
 
 
+def rendered_body_attrs(chromium: str, report_html: Path, probe_js: str, workdir: Path) -> dict[str, int]:
+    """Open ``report_html`` in headless Chromium with ``probe_js`` (a load handler that writes what the browser
+    rendered as ``data-*`` attributes of <body>) appended, and return those attributes as numbers."""
+    import re
+    import subprocess
+
+    page = workdir / "check.html"
+    page.write_text(report_html.read_text().replace("</body>", f"<script>{probe_js}</script></body>"))
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={workdir / 'chromium-profile'}", "--virtual-time-budget=10000",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", proc.stdout).group(0)
+    return {k: int(v) for k, v in re.findall(r'data-([\w-]+)="(\d+)"', body)}
+
+
 @pytest.fixture(scope="session")
 def pneu_tiny_cache(pneu_subset, mobilenet_weights, tmp_path_factory) -> Path:
     """A seconds-cheap real feature cache: MobileNetV2 (ImageNet weights) over the 128-image PneumoniaMNIST

@@ -357,10 +357,10 @@ def test_study3_training_order_and_eval_mode_after_the_first_validation(pneu_sub
 
     common = dict(img_size=32, unfreeze="all", schedule="constant", warmup_steps=0, train_shuffle=False, keep="last")
     with one_thread():
-        one = run_finetune(_cfg(pneu_subset, mobilenet_weights, tmp_path / "one", epochs=1, **common))
+        run_finetune(_cfg(pneu_subset, mobilenet_weights, tmp_path / "one", epochs=1, **common))
         two = run_finetune(_cfg(pneu_subset, mobilenet_weights, tmp_path / "two", epochs=2, eval_after_first_val=True,
                                 **common))
-        plain = run_finetune(_cfg(pneu_subset, mobilenet_weights, tmp_path / "plain", epochs=2, **common))
+        run_finetune(_cfg(pneu_subset, mobilenet_weights, tmp_path / "plain", epochs=2, **common))
     states = {k: torch.load(tmp_path / k / "model.pt", weights_only=True) for k in ("one", "two", "plain")}
     stats = [k for k in states["one"] if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(states["two"][k], states["one"][k]) for k in stats)

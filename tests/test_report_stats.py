@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import csv
 import re
-import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import rendered_body_attrs
 from medfm.errors import MedfmError
 
 pytestmark = pytest.mark.slow
@@ -222,8 +222,7 @@ def test_published_accepts_a_shipped_table_by_name_and_a_missing_file_stops_the_
 
 def test_report_sections_render_in_headless_chromium(report, chromium, tmp_path):
     result, out = report
-    page = tmp_path / "check.html"
-    probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images]; const b = document.body;"
+    probe = ("window.addEventListener('load', () => { const imgs = [...document.images]; const b = document.body;"
              " const ok = i => i.complete && i.naturalWidth > 100;"
              " b.setAttribute('data-imgs', imgs.length); b.setAttribute('data-rendered', imgs.filter(ok).length);"
              " for (const [k, t] of [['matrix', 'pairwise matrix'], ['cd', 'critical-difference'],"
@@ -231,15 +230,8 @@ def test_report_sections_render_in_headless_chromium(report, chromium, tmp_path)
              " for (const id of ['leaderboard', 'pairwise', 'ranks', 'frozen_vs_finetuned', 'published', 'published_only'])"
              " b.setAttribute('data-rows-' + id, document.querySelectorAll('#' + id + ' tbody tr').length);"
              " b.setAttribute('data-tied', document.querySelectorAll('#leaderboard td.tied-for-best').length);"
-             " });</script>")
-    page.write_text((out / "report.html").read_text().replace("</body>", probe + "</body>"))
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                           "--disable-component-update", "--disable-sync", "--no-first-run",
-                           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000",
-                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    body = re.search(r"<body[^>]*>", proc.stdout).group(0)
-    attrs = {k: int(v) for k, v in re.findall(r'data-([\w-]+)="(\d+)"', body)}
+             " });")
+    attrs = rendered_body_attrs(chromium, out / "report.html", probe, tmp_path)
     assert attrs["imgs"] == len(result["figures"]) and attrs["rendered"] == attrs["imgs"], attrs
     assert attrs["matrix"] == 2 and attrs["cd"] == 1 and attrs["fvt"] == 2, attrs  # the tiny dataset has one entry
     assert attrs["rows-leaderboard"] == 13 and attrs["rows-pairwise"] == 30 and attrs["rows-ranks"] == 6, attrs

@@ -342,7 +342,6 @@ def test_norm_protocol_is_the_codes_own_mean_and_std_pixel_exact(tmp_path):
     (0.267,), defaults/datasets.py:L157-163; APTOS 3 channels, L246-247): the whole transform against
     torchvision's own Resize((S, S)) -> CenterCrop -> ToTensor -> Normalize, written here."""
     import torch
-    from PIL import Image
     from torchvision import transforms as T
 
     from medfm.backbones import Backbone

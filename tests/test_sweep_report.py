@@ -9,7 +9,6 @@ on the real PneumoniaMNIST subset `pneu_subset`, 1 epoch), into one store.
 """
 
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +16,8 @@ import time
 
 import pytest
 from PIL import Image
+
+from conftest import rendered_body_attrs
 
 pytestmark = pytest.mark.slow
 N_JOBS = 16
@@ -88,22 +89,14 @@ def test_report_renders_table_and_every_figure_in_headless_chromium(swept, chrom
         with Image.open(f) as im:
             assert im.size[0] > 100 and im.size[1] > 100 and im.getextrema() != ((255, 255), (255, 255), (255, 255), (255, 255))
 
-    page = tmp_path / "check.html"  # the report plus a probe script that writes what the browser rendered
-    probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images];"
+    probe = ("window.addEventListener('load', () => { const imgs = [...document.images];"  # what the browser rendered
              " document.body.setAttribute('data-imgs', imgs.length);"
              " document.body.setAttribute('data-rendered', imgs.filter(i => i.complete && i.naturalWidth > 0).length);"
              " document.body.setAttribute('data-rows', document.querySelectorAll('#leaderboard tbody tr').length);"
-             " });</script>")
-    page.write_text((out / "report.html").read_text().replace("</body>", probe + "</body>"))
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                           "--disable-component-update", "--disable-sync", "--no-first-run",
-                           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000",
-                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    body = re.search(r"<body[^>]*>", proc.stdout).group(0)
-    attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body))
-    assert int(attrs["imgs"]) == len(result["figures"]) and attrs["rendered"] == attrs["imgs"], attrs
-    assert int(attrs["rows"]) == 4  # 2 backbones x 2 heads at the full label budget
+             " });")
+    attrs = rendered_body_attrs(chromium, out / "report.html", probe, tmp_path)
+    assert attrs["imgs"] == len(result["figures"]) and attrs["rendered"] == attrs["imgs"], attrs
+    assert attrs["rows"] == 4  # 2 backbones x 2 heads at the full label budget
 
 
 def test_sweep_runs_frozen_probes_and_unfrozen_finetunes_into_one_store_and_resumes(cli, pneu_subset, mobilenet_weights,
