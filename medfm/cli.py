@@ -300,7 +300,7 @@ def datasets(
     from rich.table import Table
 
     from medfm.data import DATASETS
-    from medfm.data.zoo import known_class_count
+    from medfm.data.zoo import files_present, known_class_count
     from medfm.paths import find_data_root
     from medfm.ui import stdout_console
 
@@ -309,7 +309,7 @@ def datasets(
     for col in ("name", "task", "classes", "headline", "modality", "licence", "protocols", "present"):
         t.add_column(col)
     for name, e in DATASETS.items():
-        present = "yes" if root and (root / e.location).exists() else "no"
+        present = files_present(e, root)
         protocols = ", ".join(p.name for p in e.protocols)
         shown = f"{name} ({', '.join(DATASETS.aliases_of(name))})" if DATASETS.aliases_of(name) else name
         classes = known_class_count(e)

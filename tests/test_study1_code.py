@@ -380,3 +380,19 @@ def test_norm_protocol_without_declared_statistics_is_one_clear_error(tmp_path):
     with pytest.raises(MedfmError, match=r"ddsm:study declares no normalisation statistics") as exc:
         finetune_inputs(cfg)
     assert "ddsm:study1_code" in exc.value.fix and "--norm dataset" in exc.value.fix
+
+
+def test_datasets_present_column_names_a_protocol_whose_own_file_is_missing(tmp_path):
+    """`medfm datasets`: APTOS's train.csv alone is "yes" but not for :study1_code (which reads train_1.csv);
+    train_1.csv alone is only :study1_code."""
+    from medfm.data.zoo import DATASETS, files_present
+
+    aptos = DATASETS.get("aptos2019")
+    assert files_present(aptos, None) == "no" and files_present(aptos, tmp_path) == "no"
+    (tmp_path / "aptos2019").mkdir()
+    (tmp_path / "aptos2019" / "train.csv").write_text("id_code,diagnosis\n")
+    assert files_present(aptos, tmp_path) == "yes (not :study1_code)"
+    (tmp_path / "aptos2019" / "train_1.csv").write_text("id_code,diagnosis\n")
+    assert files_present(aptos, tmp_path) == "yes"
+    (tmp_path / "aptos2019" / "train.csv").unlink()
+    assert files_present(aptos, tmp_path) == "only :study1_code"

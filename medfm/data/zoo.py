@@ -48,6 +48,20 @@ class DatasetEntry:
 DATASETS: Registry[DatasetEntry] = Registry("dataset", "medfm datasets")
 
 
+def files_present(entry: DatasetEntry, root) -> str:
+    """``medfm datasets``' "present" cell: whether the entry's file is under ``root``, and which protocols that
+    read a file of their own (e.g. ``aptos2019:study1_code``'s train_1.csv) lack it or alone have it."""
+    if root is None:
+        return "no"
+    main = (root / entry.location).exists()
+    own = [p for p in entry.protocols if p.location]
+    missing = [f":{p.name}" for p in own if not (root / p.location).exists()]
+    found = [f":{p.name}" for p in own if (root / p.location).exists()]
+    if main:
+        return f"yes (not {', '.join(missing)})" if missing else "yes"
+    return f"only {', '.join(found)}" if found else "no"
+
+
 def medmnist(name, task, classes, modality, headline="roc_auc", overlaps=(), description=""):
     DATASETS.add(
         name,
