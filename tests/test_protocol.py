@@ -32,8 +32,11 @@ def pneumonia_cache(session_cli, data_root, mobilenet_weights) -> FeatureCache:
 
 
 @pytest.fixture(scope="session")
-def breast_tokens(session_cli, data_root, dinov2_s_weights) -> FeatureCache:
-    ex = session_cli.json(*breast_token_extract_args(data_root, dinov2_s_weights))
+def breast_tokens(session_cli, data_root, dinov2_s_weights, tmp_path_factory) -> FeatureCache:
+    # its own path: the session's shared cache may already hold this fingerprint made with other chunk rows
+    # (chunking is not part of a cache's identity), and these tests need several chunks
+    path = tmp_path_factory.mktemp("breast-tokens") / "dinov2-tokens.zarr"
+    ex = session_cli.json(*breast_token_extract_args(data_root, dinov2_s_weights), "--cache", path)
     return FeatureCache(ex["cache"])
 
 
