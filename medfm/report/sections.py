@@ -133,15 +133,22 @@ def exact_fast(items: list[ExactVsFast], notes: list[str]) -> Section:
                 "exact minus fast on the same test rows: the study code's online run (its preprocessing, augmentation, "
                 "optimiser, schedule) against medfm's cached path. Difference of the seed means, 95 % paired-bootstrap "
                 "CI, p-value (DeLong for binary ROC-AUC, else bootstrap; Holm over the pairs of a dataset).",
-                ("dataset", "metric", "backbone", "head", "scenario", "label budget", "fast value", "exact value",
-                 "exact − fast", "95% CI", "p", "p (Holm)", "significant"))
+                ("dataset", "metric", "backbone", "head", "scenario", "label budget", "fast preprocessing",
+                 "exact preprocessing", "fast value", "exact value", "exact − fast", "95% CI", "p", "p (Holm)",
+                 "significant"))
     for m in items:
         p = m.pair
         s.rows.append([m.dataset, m.fast.metric, m.fast.backbone, m.fast.head, m.scenario, f"{m.fraction:g}",
-                       f"{m.fast.mean:.4f}", f"{m.exact.mean:.4f}", f"{p.diff:+.4f}", _ci(p.low, p.high), _p(p.p),
-                       _p(p.p_holm), _significant(p)])
+                       _preprocessing(m.fast), _preprocessing(m.exact), f"{m.fast.mean:.4f}", f"{m.exact.mean:.4f}",
+                       f"{p.diff:+.4f}", _ci(p.low, p.high), _p(p.p), _p(p.p_holm), _significant(p)])
     s.notes += notes
     return s
+
+
+def _preprocessing(g) -> str:
+    """A row group's resize policy and normalisation, as its identity records them (absent: crop, backbone):
+    what tells two fast rows of one backbone apart."""
+    return f"{g.identity.get('resize') or 'crop'}, norm={g.identity.get('norm') or 'backbone'}"
 
 
 def _head(g) -> str:
