@@ -269,6 +269,7 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
     unfreeze: int | Literal["all"] = _opt(0, "train the last N blocks (0 = frozen backbone, 'all' or -1 = full fine-tune)")
     head: str = _opt("linear", f"head: {heads_help('finetune')} (`medfm heads`)")
     head_depth: int = _opt(12, "deit head: DeiT-B blocks (study 1 uses all 12)", ge=1)
+    mlp_hidden: int = _opt(256, "mlp head: hidden width (study 3: 256)", ge=1)
     deit_weights: str | None = _opt(None, "deit head: ImageNet DeiT-B start: omit for deit_base_patch16_224.fb_in1k "
                                           "($MEDFM_DEIT_WEIGHTS, the weights folder, or the hub), PATH to a checkpoint "
                                           "(timm keys), or 'random' (random init, explicitly)")

@@ -373,24 +373,27 @@ STUDY3 = StudyCode(
     name="study3", repo="GuanghuiFU/medical_dino_eval", commit="f2b17be",
     # the code names only chest_xray's folders (train_model.py:L16-19); eye_fund and skin_dermoscopy have no paths
     datasets={"kermany_cxr_224": "chest_xray_pneumonia:study3_code", "chest_xray_pneumonia": "chest_xray_pneumonia:study3_code"},
+    # torch.hub.load("facebookresearch/dinov2", "dinov2_vit{s,b,l}14_lc") (utils.py:L86-97)
+    backbones={f"dinov2_vit{s}14": f"dinov2_vit{s}14_lc" for s in ("s", "b", "l")},
     # main_script_train.py:L24: 100 epochs, batch 32, Adam lr 1e-4; utils.py:L100-101: no decay, no scheduler
     base={"epochs": 100, "batch_size": 32, "lr": 1e-4, "weight_decay": 0.0, "grad_clip": None, "amp": False,
           "img_size": 224},
     unfreeze_rule=lambda row: 0 if row.scenario == "frozen" else "all",
     settings=(
         Setting("dino_lc", "DINOv2 model",
-                exact={}, exact_text="torch.hub dinov2_vit{s,b,l}14_lc: the backbone + its ImageNet linear head; "
-                                     "the classifier reads the 1,000 ImageNet logits",
+                exact={}, exact_text="dinov2_vit{s,b,l}14_lc: torch.hub's backbone + its ImageNet linear head (layers=4); "
+                                     "the classifier reads the 1,000 ImageNet logits (--feature pooled)",
                 fast_text="dinov2_vit*14: the backbone's pooled feature",
                 code=("utils.py:L86-97",),
                 when=lambda r: r.backbone.startswith("dinov2"),
-                needs=("backbone/feature 'dinov2_vit*14_lc' (ImageNet linear-head logits of CLS + mean patch tokens)",)),
+                note="the backbone names map to their _lc entries in exact mode; their weights are torch.hub's two "
+                     "files (dinov2_vits14_linear4_head.pth with dinov2_vits14_pretrain.pth beside it)"),
         Setting("mlp_head", "classifier",
-                exact={}, exact_text="DINOv2: Linear(1000, 256) -> ReLU -> Linear(256, 3); CNNs: the final layer "
-                                     "replaced by a linear layer",
+                exact=lambda r: {"head": "mlp", "mlp_hidden": 256} if r.backbone.startswith("dinov2") else {},
+                exact_text="DINOv2: head=mlp, Linear(1000, 256) -> ReLU -> Linear(256, classes); CNNs: the final layer "
+                           "replaced by a linear layer (head=linear)",
                 fast_text="linear head",
                 code=("utils.py:L368-385", "utils.py:L68-85", "utils.py:L257"),
-                needs=("head 'mlp256' (Linear-ReLU-Linear, 256 hidden)",),
                 note="the code builds 3 outputs for every dataset (utils.py:L257); exact uses the dataset's classes"),
         Setting("freeze", "frozen rows",
                 exact={}, exact_text="--freeze: the whole DINOv2 model (its ImageNet head too) or the CNN's "

@@ -184,8 +184,11 @@ def plan_jobs(grid: dict) -> tuple[list[Job], list[str]]:
             for h, u, f, seed in itertools.product(grid["heads"], depths, grid["fractions"], grid["seeds"]):
                 if h not in sc.heads:
                     continue
-                if exact:  # the depth the code really trains (frozen: 0; study 1's DeiT-head rows: 0)
-                    u = STUDIES[grid["code"]].unfreeze_rule(Row(b, base_name(d), h, s, u))
+                if exact:  # the depth the code really trains (frozen: 0; study 1's DeiT-head rows: 0), and the
+                    # head it really trains (study 3's DINOv2: an MLP on the _lc logits), so plans and labels say so
+                    code = STUDIES[grid["code"]]
+                    u = code.unfreeze_rule(Row(b, base_name(d), h, s, u))
+                    h = code.row_settings(Row(b, base_name(d), h, s, u)).get("head", h)
                 jobs.append(Job(b, d, h, float(f), int(seed), s, u, "exact" if exact else "fast"))
     return jobs, notes
 

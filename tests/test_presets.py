@@ -53,7 +53,7 @@ def test_sweep_overrides_scenarios_and_finetune_settings_and_notes_probe_only_he
     jobs, notes = plan_jobs(grid)
     assert {j.kind for j in jobs} == {"finetune"} and {j.head for j in jobs} == {"linear"}
     assert len(jobs) == 6 * 3 * 2  # backbones x datasets x unfreeze depths; knn has no fine-tune rows
-    assert notes == ["head knn has no unfrozen rows (unfrozen heads: linear, deit)"]
+    assert notes == ["head knn has no unfrozen rows (unfrozen heads: linear, deit, mlp)"]
     for bad, match in [({"finetune": {"seed": 1}}, "may not set seed"), ({"finetune": {"epochz": 1}}, "epochz"),
                        ({"unfreeze": [-3]}, "unfreeze"), ({"heads": ["lineer"]}, "did you mean")]:
         with pytest.raises(MedfmError, match=match):

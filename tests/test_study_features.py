@@ -145,3 +145,81 @@ def test_seem_drop_cutoff_reads_the_stage_through_its_own_norm_as_study_1():
         h = net.layers[1](net.layers[0].downsample(net.layers[0](net.patch_embed(x))))
         expected = net.norm1(h.permute(0, 2, 3, 1)).mean(dim=(1, 2))
     torch.testing.assert_close(mean, expected, rtol=0, atol=0)
+
+
+# -- study 3's DINOv2: torch.hub's dinov2_vits14_lc ------------------------------------------------------------
+
+def _hub_lc_reference(vit, head, x):
+    """facebookresearch/dinov2 hub/classifiers.py _LinearClassifierWrapper (layers=4), re-typed over a timm ViT:
+    get_intermediate_layers(n=4, return_class_token=True) normalises the last 4 block outputs."""
+    outs, h = [], vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
+    for blk in vit.blocks:
+        h = blk(h)
+        outs.append(h)
+    normed = [vit.norm(o) for o in outs[-4:]]
+    return head(torch.cat([o[:, 0] for o in normed] + [normed[-1][:, vit.num_prefix_tokens:].mean(dim=1)], dim=1))
+
+
+def test_dinov2_lc_is_the_hubs_backbone_plus_imagenet_linear_head(dinov2_s_weights, tmp_path, monkeypatch):
+    """dinov2_vits14_lc from torch.hub's two files (head file, backbone file beside it) or from one state_dict:
+    the same backbone as dinov2_vits14 from the same weights, the logits of the hub's wrapper, the backbone file's
+    sha256 in the identity; a head file without its backbone, offline, is one error."""
+    from safetensors.torch import load_file
+
+    from medfm.cache.fingerprint import fingerprint
+
+    torch.manual_seed(0)
+    head_state = {"weight": torch.randn(1000, 5 * 384) * 0.02, "bias": torch.randn(1000) * 0.02}
+    hub = tmp_path / "checkpoints"
+    hub.mkdir()
+    torch.save(head_state, hub / "dinov2_vits14_linear4_head.pth")
+    torch.save(load_file(str(dinov2_s_weights)), hub / "dinov2_vits14_pretrain.pth")
+    lc = create_backbone("dinov2_vits14_lc", weights=str(hub / "dinov2_vits14_linear4_head.pth"), img_size=56)
+    plain = create_backbone("dinov2_vits14", weights=str(dinov2_s_weights), img_size=56)
+    x = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        logits, _ = lc.embed(x)
+        assert torch.equal(lc.net.vit.state_dict()["blocks.11.mlp.fc2.weight"], plain.net.state_dict()["blocks.11.mlp.fc2.weight"])
+        head = torch.nn.Linear(1920, 1000)
+        head.load_state_dict(head_state)
+        ref = _hub_lc_reference(plain.net, head, x)
+    assert logits.shape == (2, 1000)
+    torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-5)
+    ident = lc.spec.identity()
+    assert ident["model_config"]["backbone_weights"]["file"] == "dinov2_vits14_pretrain.pth"
+    assert len(ident["model_config"]["backbone_weights"]["sha256"]) == 64
+
+    whole = {**{f"backbone.{k}": v for k, v in load_file(str(dinov2_s_weights)).items()},
+             **{f"linear_head.{k}": v for k, v in head_state.items()}}
+    torch.save(whole, tmp_path / "lc_state_dict.pth")
+    one = create_backbone("dinov2_vits14_lc", weights=str(tmp_path / "lc_state_dict.pth"), img_size=56)
+    with torch.no_grad():
+        torch.testing.assert_close(one.embed(x)[0], logits, rtol=0, atol=0)
+    assert fingerprint(one.spec.identity()) != fingerprint(ident)
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    torch.save(head_state, alone / "dinov2_vits14_linear4_head.pth")
+    monkeypatch.setenv("MEDFM_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    with pytest.raises(MedfmError, match="dinov2_vits14_pretrain.pth is not beside it") as exc:
+        resolve_backbone("dinov2_vits14_lc", weights=str(alone / "dinov2_vits14_linear4_head.pth"), img_size=56)
+    assert "--weights random" in exc.value.fix
+
+
+def test_study3_mlp_head_on_the_lc_logits_trains_only_itself_when_frozen(pneu_subset, tmp_path):
+    """Study 3's frozen DINOv2 row: the whole _lc model frozen, MLP 1000 -> 256 -> ReLU -> 2 trained; unfrozen:
+    the ImageNet linear layer trains too."""
+    from medfm.config import FinetuneConfig
+    from medfm.finetune.runner import build_model, finetune_inputs
+    from medfm.heads import HEADS
+
+    cfg = FinetuneConfig(backbone="dinov2_vits14_lc", weights="random", dataset=str(pneu_subset), img_size=28,
+                         head="mlp", unfreeze=0, epochs=1, num_workers=0)
+    _, spec = finetune_inputs(cfg)
+    model, _ = build_model(cfg, spec, HEADS.get("mlp"), 2)
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(trainable.values()) == 1000 * 256 + 256 + 256 * 2 + 2 and all(n.startswith("head.") for n in trainable)
+    full, _ = build_model(cfg.model_copy(update={"unfreeze": "all"}), spec, HEADS.get("mlp"), 2)
+    names = {n for n, p in full.named_parameters() if p.requires_grad}
+    assert {"net.linear_head.weight", "net.vit.blocks.0.attn.qkv.weight"} <= names

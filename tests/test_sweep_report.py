@@ -114,7 +114,7 @@ def test_sweep_runs_frozen_probes_and_unfrozen_finetunes_into_one_store_and_resu
                      "--out", out)
     assert first["probes"] == {"planned": 2, "ran": 2, "skipped": 0}
     assert first["finetunes"] == {"planned": 1, "ran": 1, "skipped": 0}  # knn is probe-only: a note, not a row
-    assert first["not_planned"] == ["head knn has no unfrozen rows (unfrozen heads: linear, deit)"]
+    assert first["not_planned"] == ["head knn has no unfrozen rows (unfrozen heads: linear, deit, mlp)"]
     rows = ResultsStore(store).records()
     assert sorted((r["kind"], r["head"]) for r in rows) == [("finetune", "linear"), ("probe", "knn"), ("probe", "linear")]
     ft = next(r for r in rows if r["kind"] == "finetune")

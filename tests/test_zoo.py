@@ -19,7 +19,7 @@ from medfm.errors import MedfmError
 
 # Block counts from the architectures' papers/configs (depth of the ViT, stages of a CNN, ...).
 EXPECTED_BLOCKS = {
-    **{f"dinov2_vit{s}14{r}": d for s, d in (("s", 12), ("b", 12), ("l", 24), ("g", 40)) for r in ("", "_reg")},
+    **{f"dinov2_vit{s}14{r}": d for s, d in (("s", 12), ("b", 12), ("l", 24), ("g", 40)) for r in ("", "_reg", "_lc")},
     "mae_vitb16": 12, "mae_vitl16": 24, "mae_vith14": 32, "aimv2_l14": 24, "aimv2_h14": 24,
     "coca_vitb32": 12, "coca_vitl14": 24, "clip_vitb16": 12, "openclip_vitb16": 12,
     "sam2_b": 24, "sam2_l": 48,  # Hiera b+: 2-3-16-3 blocks; Hiera L: 2-6-36-4

@@ -15,7 +15,7 @@ from PIL import Image
 
 # each loader module registers itself in LOADERS on import
 from medfm.backbones import (  # noqa: F401
-    loader_blip, loader_medical, loader_openclip, loader_sam2, loader_tinyvit, seem, vmamba,
+    loader_blip, loader_dinov2_lc, loader_medical, loader_openclip, loader_sam2, loader_tinyvit, seem, vmamba,
 )
 from medfm.backbones import open_names  # noqa: F401 - registers the open-name schemes (timm:, open_clip:, hf:)
 from medfm.backbones.adapters import hf, open_clip_hub  # noqa: F401 - loaders of open names

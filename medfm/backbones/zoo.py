@@ -33,6 +33,14 @@ for size, arch, dim, params in (("s", "small", 384, 22.1), ("b", "base", 768, 86
             model_id=f"vit_{arch}_patch14{'_reg4' if reg else ''}_dinov2.lvd142m", arch="vit", feature="cls", dim=dim,
             img_size=224, size_multiple=14, params_m=params, params_source=TIMM_CARD, licence="Apache-2.0",
             tokens_from="last_block", notes="with 4 register tokens" if reg else "")
+    # torch.hub's dinov2_vit*14_lc (study 3): the backbone + its ImageNet linear layer over 4 CLS + the patch mean;
+    # the feature is the 1,000 logits (medfm/backbones/loader_dinov2_lc.py)
+    add(name=f"dinov2_vit{size}14_lc", family="DINOv2", loader="dinov2_lc", model_id=f"vit_{arch}_patch14_dinov2.lvd142m",
+        arch="vit", feature="pooled", dim=1000, img_size=224, size_multiple=14,
+        params_m=round(params + (5 * dim * 1000 + 1000) / 1e6, 1),
+        params_source="timm model card (backbone) + Linear(5 x dim, 1000) (facebookresearch/dinov2 hub/classifiers.py)",
+        licence="Apache-2.0", tokens_from="last_block",
+        notes="ImageNet linear classifier on top (torch.hub dinov2_*_lc, layers=4): the feature is its 1,000 logits")
 
 for size, arch, patch, dim, params in (("b16", "base", 16, 768, 85.8), ("l16", "large", 16, 1024, 303.3),
                                       ("h14", "huge", 14, 1280, 630.8)):

@@ -66,7 +66,8 @@ def finetune_inputs(cfg: FinetuneConfig):
 # fine-tunes made before the options existed keep their keys (a sweep still finds them done) and their
 # report groups (as a backbone identity leaves out layers=1)
 ADDED_AT_DEFAULT = {"schedule": "cosine", "warmup_start_lr": 0.0, "warmup_epochs": None, "no_decay": "biases_norms_tokens",
-                    "drop_last": False, "train_shuffle": True, "eval_after_first_val": False, "val_drop_last": False, "bootstrap": 1000, "ci": "percentile", "backbone_eval": False, "init_from": None, "init_from_parts": "all"}
+                    "drop_last": False, "train_shuffle": True, "eval_after_first_val": False, "val_drop_last": False, "bootstrap": 1000, "ci": "percentile", "backbone_eval": False, "init_from": None, "init_from_parts": "all",
+                    "mlp_hidden": 256}
 
 
 def val_rows(n: int, batch: int, seed: int, epoch: int) -> np.ndarray:

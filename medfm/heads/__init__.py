@@ -68,6 +68,7 @@ _add("linear", "pooled", ("probe", "finetune"),
 _add("logreg", "pooled", ("probe",), "scikit-learn logistic regression over the weight-decay grid (the reference)")
 _add("knn", "pooled", ("probe",), "cosine k-nearest neighbours with temperature-weighted votes, k chosen on val")
 _add("deit", "tokens", ("probe", "finetune"), "the studies' appended DeiT-B attention head on patch tokens")
+_add("mlp", "pooled", ("finetune",), "Linear -> ReLU -> Linear (--mlp-hidden, 256: study 3's head on DINOv2's ImageNet logits)")
 
 
 def heads_for(stage: str) -> Registry[HeadSpec]:
