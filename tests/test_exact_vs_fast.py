@@ -9,6 +9,8 @@ the table's difference and CI are checked against a paired bootstrap computed he
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from medfm.config import ReportConfig, SweepConfig
@@ -65,3 +67,32 @@ def test_exact_and_fast_rows_of_a_preset_are_paired_in_the_report(pneu_subset, t
     run_report(ReportConfig(results=str(store), out=str(tmp_path / "report2"), bootstrap=100))
     again = (tmp_path / "report2" / "leaderboard.md").read_text().split("## Exact vs fast fidelity")[1]
     assert "scores rounded by an older medfm" in again and "| frozen |" not in again
+
+
+def test_an_exact_row_stored_before_a_kill_gets_its_fidelity_on_rerun_without_retraining(pneu_subset, tmp_path,
+                                                                                          monkeypatch):
+    """A kill between storing an exact row and annotating it leaves the row without its fidelity; the rerun
+    finds the row done (nothing trains) and adds the fidelity and departures to the store and results.json."""
+    import sqlite3
+
+    monkeypatch.setenv("MEDFM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEDFM_RUNS", str(tmp_path / "runs"))
+    store = tmp_path / "results.sqlite"
+    cfg = SweepConfig(preset="mansoori2025", scenarios=["frozen"], heads=["linear"], backbones=["mobilenetv2"],
+                      datasets=[str(pneu_subset)], img_size=32, seeds=[0], results=str(store), out=str(tmp_path / "sweep"),
+                      fidelity="exact", finetune={"epochs": 1, "batch_size": 16})
+    assert run_sweep(cfg)["ran"] == 1
+    (row,) = ResultsStore(store).records()
+    with sqlite3.connect(store) as con:  # the state a kill right after the row was stored leaves
+        con.execute("UPDATE results SET record = ? WHERE run_key = ?",
+                    (json.dumps({k: v for k, v in row.items() if k != "fidelity"}), row["run_key"]))
+    folder = next((tmp_path / "sweep").rglob("results.json")).parent
+    on_disk = json.loads((folder / "results.json").read_text())
+    (folder / "results.json").write_text(json.dumps({k: v for k, v in on_disk.items() if k != "fidelity"}))
+    assert "fidelity" not in ResultsStore(store).records()[0]
+    again = run_sweep(cfg)
+    assert again["ran"] == 0
+    (back,) = ResultsStore(store).records()
+    assert back["fidelity"] == row["fidelity"] and back["fidelity"]["mode"] == "exact"
+    assert back["headline_metric"] == row["headline_metric"]
+    assert json.loads((folder / "results.json").read_text())["fidelity"] == row["fidelity"]
