@@ -300,6 +300,9 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
     eval_after_first_val: bool = _opt(False, "train in eval mode (BatchNorm statistics fixed, dropout off) from the "
                                              "second epoch on, as study 3's loop, whose validation sets eval mode and "
                                              "never sets train mode back")
+    val_batch_mean: bool = _opt(False, "score each epoch's val metric as the mean of its per-batch values over a "
+                                       "seeded shuffle of val in batches of --batch-size (study 3: the mean of "
+                                       "per-batch accuracies of its shuffled val loader)")
     val_drop_last: bool = _opt(False, "score each epoch's val metric, which picks the tested epoch, on a seeded "
                                       "shuffle of val minus its last incomplete batch of --batch-size, as study 1's "
                                       "val loader (shuffle, drop_last); the final val/test metrics use every image")

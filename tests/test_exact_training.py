@@ -368,3 +368,33 @@ def test_study3_training_order_and_eval_mode_after_the_first_validation(pneu_sub
     conv = next(k for k in states["one"] if k.endswith("weight") and states["one"][k].ndim == 4)
     assert not torch.equal(states["two"][conv], states["one"][conv])  # it trained, in eval mode
     assert two["hyperparameters"]["eval_after_first_val"] is True and two["hyperparameters"]["train_shuffle"] is False
+
+
+def test_val_batch_mean_is_study3s_mean_of_per_batch_accuracies(pneu_subset, mobilenet_weights, tmp_path):
+    """--val-batch-mean: the epoch's val score is the mean of the per-batch metric over the seeded shuffle in
+    batches of --batch-size, the last smaller batch kept (32 val rows, batch 12: 12 + 12 + 8), checked against
+    the saved model's own val predictions; the record's val metrics pool every image."""
+    from medfm.distributed import Dist
+    from medfm.finetune import run_finetune
+    from medfm.finetune.data import eval_loader
+    from medfm.finetune.engine import predict
+    from medfm.finetune.runner import build_model, finetune_inputs, val_order
+    from medfm.heads import HEADS
+    from medfm.metrics import compute_metrics
+
+    cfg = _cfg(pneu_subset, mobilenet_weights, tmp_path / "b", img_size=32, epochs=1, batch_size=12, keep="last",
+               val_batch_mean=True, metric="accuracy")
+    with one_thread():
+        rec = run_finetune(cfg)
+        dataset, spec = finetune_inputs(cfg)
+        model, _ = build_model(cfg, spec, HEADS.get("linear"), 2)
+        model.load_state_dict(torch.load(tmp_path / "b" / "model.pt", weights_only=True))
+        val = dataset.splits["val"]
+        probs = predict(model, eval_loader(val, model._backbone.transform, 0, 1, 16, 0, False), len(val), "binary",
+                        torch.device("cpu"), False, Dist())
+    order = val_order(len(val), 0, 0)
+    batches = [order[:12], order[12:24], order[24:]]
+    want = np.mean([compute_metrics("binary", val.labels[b], probs[b], ["accuracy"])["accuracy"] for b in batches])
+    assert rec["history"][0]["val_accuracy"] == pytest.approx(want, abs=1e-12)
+    assert rec["val"]["accuracy"] == compute_metrics("binary", val.labels, probs, ["accuracy"])["accuracy"]
+    assert rec["hyperparameters"]["val_batch_mean"] is True

@@ -66,19 +66,40 @@ def finetune_inputs(cfg: FinetuneConfig):
 # fine-tunes made before the options existed keep their keys (a sweep still finds them done) and their
 # report groups (as a backbone identity leaves out layers=1)
 ADDED_AT_DEFAULT = {"schedule": "cosine", "warmup_start_lr": 0.0, "warmup_epochs": None, "no_decay": "biases_norms_tokens",
-                    "drop_last": False, "train_shuffle": True, "eval_after_first_val": False, "val_drop_last": False, "bootstrap": 1000, "ci": "percentile", "backbone_eval": False, "init_from": None, "init_from_parts": "all",
+                    "drop_last": False, "train_shuffle": True, "eval_after_first_val": False, "val_drop_last": False,
+                    "val_batch_mean": False, "bootstrap": 1000, "ci": "percentile", "backbone_eval": False, "init_from": None, "init_from_parts": "all",
                     "mlp_hidden": 256}
 
 
+def val_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """A shuffled val loader's order in one epoch (seeded here by run seed and epoch; the studies' are unseeded)."""
+    return np.random.default_rng([seed, epoch, 0x7A1]).permutation(n)
+
+
 def val_rows(n: int, batch: int, seed: int, epoch: int) -> np.ndarray:
-    """The val rows study 1's val loader scores in one epoch: a shuffle (seeded here by run seed and epoch; the
-    code's is unseeded) without its last incomplete batch (``DataLoader(shuffle=True, drop_last=True)``,
-    params.json valloader; the metric pools every kept batch, ``defaults/trainer.py:L183-222``)."""
+    """The val rows study 1's val loader scores in one epoch: the shuffle without its last incomplete batch
+    (``DataLoader(shuffle=True, drop_last=True)``, params.json valloader; the metric pools every kept batch,
+    ``defaults/trainer.py:L183-222``)."""
     kept = n - n % batch
     if kept == 0:
         raise MedfmError(f"--val-drop-last: val has {n} images, fewer than one batch of {batch}, so the code's val "
                          "loader would score none", "use a smaller --batch-size, or drop --val-drop-last")
-    return np.random.default_rng([seed, epoch, 0x7A1]).permutation(n)[:kept]
+    return val_order(n, seed, epoch)[:kept]
+
+
+def epoch_val_score(cfg: FinetuneConfig, task: str, metric: str, labels: np.ndarray, probs: np.ndarray, epoch: int) -> float:
+    """The val score that picks the tested epoch: the metric of every val image (medfm); of the study 1 val
+    loader's rows (``val_drop_last``); or, with ``val_batch_mean``, the mean of the metric of each batch of
+    ``--batch-size`` in the shuffled order, the last smaller one included unless dropped (study 3:
+    ``np.average`` of per-batch accuracies of a shuffled val loader, ``utils.py:L190-213``)."""
+    if not (cfg.val_drop_last or cfg.val_batch_mean):
+        return compute_metrics(task, labels, probs, [metric])[metric]
+    n = len(probs)
+    rows = val_rows(n, cfg.batch_size, cfg.seed, epoch) if cfg.val_drop_last else val_order(n, cfg.seed, epoch)
+    if not cfg.val_batch_mean:
+        return compute_metrics(task, labels[rows], probs[rows], [metric])[metric]
+    batches = [rows[k:k + cfg.batch_size] for k in range(0, len(rows), cfg.batch_size)]
+    return float(np.mean([compute_metrics(task, labels[b], probs[b], [metric])[metric] for b in batches]))
 
 
 def identity_settings(cfg: FinetuneConfig) -> dict:
@@ -248,8 +269,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
                                clip=cfg.grad_clip, device=device, amp=cfg.amp, d=d, on_batch=on_batch,
                                train_mode=not (cfg.eval_after_first_val and epoch > 0))
             val_probs = predict(eval_model, evals["val"], len(dataset.splits["val"]), task, device, cfg.amp, d)
-            scored = val_rows(len(val_probs), cfg.batch_size, cfg.seed, epoch) if cfg.val_drop_last else slice(None)
-            val_score = compute_metrics(task, dataset.splits["val"].labels[scored], val_probs[scored], [metric])[metric]
+            val_score = epoch_val_score(cfg, task, metric, np.asarray(dataset.splits["val"].labels), val_probs, epoch)
             state["history"].append({"epoch": epoch + 1, "train_loss": loss, f"val_{metric}": val_score,
                                      "lr": sched.get_last_lr()[0]})
             bar.update(ptask, rate=f"loss {loss:.4f} | val {metric} {val_score:.4f}")
@@ -303,7 +323,8 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
         "hyperparameters": {"lr": cfg.lr, "head_lr": cfg.head_lr or cfg.lr, "weight_decay": cfg.weight_decay,
                             "layer_decay": cfg.layer_decay, "warmup_steps": warmup, "schedule": cfg.schedule,
                             "warmup_start_lr": cfg.warmup_start_lr, "no_decay": cfg.no_decay, "drop_last": cfg.drop_last,
-                            "val_drop_last": cfg.val_drop_last, "train_shuffle": cfg.train_shuffle,
+                            "val_drop_last": cfg.val_drop_last, "val_batch_mean": cfg.val_batch_mean,
+                            "train_shuffle": cfg.train_shuffle,
                             "eval_after_first_val": cfg.eval_after_first_val,
                             "backbone_eval": cfg.backbone_eval, "epochs": cfg.epochs,
                             "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "grad_clip": cfg.grad_clip,
