@@ -27,12 +27,13 @@ def test_exact_and_fast_rows_of_a_preset_are_paired_in_the_report(pneu_subset, t
     common = dict(preset="mansoori2025", scenarios=["frozen"], heads=["linear"], backbones=["mobilenetv2"],
                   datasets=[str(pneu_subset)], img_size=64, seeds=[0], results=str(store), out=str(tmp_path / "sweep"))
     run_sweep(SweepConfig(**common, fidelity="fast"))
+    run_sweep(SweepConfig(**common, fidelity="fast", resize="squash", resize_size=256, norm="dataset"))  # exact's
     run_sweep(SweepConfig(**common, fidelity="exact", finetune={"epochs": 1, "batch_size": 16, "lr": 1e-7}))
     # val 32: two whole batches; lr 1e-7: a barely trained head whose test scores differ only past the 5th decimal
     # (the rounding check below needs one)
     rows = ResultsStore(store).records()
     modes = sorted((r["kind"], r["fidelity"]["mode"]) for r in rows)
-    assert modes == [("finetune", "exact"), ("probe", "fast")]
+    assert modes == [("finetune", "exact"), ("probe", "fast"), ("probe", "fast")]
     exact = next(r for r in rows if r["kind"] == "finetune")
     assert exact["identity"]["unfreeze"] in (0, "0")  # the frozen row of the code: no backbone block trained
     assert exact["fidelity"]["overridden"]["epochs"] == 1  # a setting over the code's, recorded
@@ -43,7 +44,7 @@ def test_exact_and_fast_rows_of_a_preset_are_paired_in_the_report(pneu_subset, t
     line = next(l for l in text.splitlines() if l.startswith("|") and "frozen" in l and "mobilenetv2" in l
                 and "Exact" not in l and "exact_vs_fast" not in l and l.count("|") > 12)
     cells = [c.strip() for c in line.strip("|").split("|")]
-    fast = next(r for r in rows if r["kind"] == "probe")
+    fast = next(r for r in rows if r["kind"] == "probe" and not r["identity"].get("resize"))
     y = np.asarray(exact["predictions"]["test"]["y_true"])
     a = np.asarray(exact["predictions"]["test"]["y_score"])[:, 1]
     b = np.asarray(fast["predictions"]["test"]["y_score"])[:, 1]
@@ -57,6 +58,11 @@ def test_exact_and_fast_rows_of_a_preset_are_paired_in_the_report(pneu_subset, t
     ref = paired_bootstrap(y, a, b, resamples=2000, seed=1)
     assert low <= diff <= high and abs(low - ref.low) < 0.05 and abs(high - ref.high) < 0.05
     assert report is not None
+    # both fast rows are paired with the exact one, each named by its preprocessing
+    assert sum(1 for l in text.splitlines() if "squash256, norm=dataset" in l and "mobilenetv2" in l) == 2
+    # an exact frozen row (unfreeze 0) is not "fine-tuned": never paired with the probe of the same preprocessing
+    tuned_csv = tmp_path / "report" / "frozen_vs_finetuned.csv"
+    assert not tuned_csv.exists() or len(tuned_csv.read_text().strip().splitlines()) == 1, tuned_csv.read_text()
 
     # a row whose stored scores no longer give its recorded number (rounded, as medfm stored them before) is never
     # paired: rounding a barely-trained head's scores to 5 decimals ties them all

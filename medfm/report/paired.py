@@ -293,10 +293,11 @@ def paired_sides(cells: dict[tuple, tuple[list[Scored], list[Scored]]], n_boot: 
 def frozen_vs_tuned(groups: list[Group], n_boot: int) -> tuple[list[FrozenVsTuned], list[str]]:
     """Every (probe, fine-tune) pair of one backbone, dataset test rows, metric and label budget, with the paired
     bootstrap (and DeLong) of fine-tuned minus frozen; Holm over the pairs of a dataset. Also the notes on
-    groups that had a counterpart but could not be paired."""
+    groups that had a counterpart but could not be paired. A fine-tune that trains no backbone block (an exact
+    frozen row: unfreeze 0) is not fine-tuned: it is left out (the exact-vs-fast table pairs it)."""
     cells: dict[tuple, tuple[list[Scored], list[Scored]]] = defaultdict(lambda: ([], []))
     for g in groups:
-        if g.kind in (PROBE, FINETUNE):
+        if g.kind == PROBE or (g.kind == FINETUNE and _scenario(g) != "frozen"):
             key = (g.dataset, g.metric, g.fraction, tuple(str(g.identity.get(k)) for k in BACKBONE_MATCH))
             cells[key][g.kind == FINETUNE].append(scored(g))
     pairs, notes = paired_sides(cells, n_boot, budget_note=True)
