@@ -72,7 +72,11 @@ def test_record_shape_and_results_store(reference):
 
     assert reference["kind"] == "finetune" and reference["unfreeze"] == 1 and reference["blocks"] == 12
     assert reference["n"] == {"train": 32, "val": 32, "test": 32}  # fraction 0.5 of 64, stratified
-    assert reference["headline_metric"] == {"name": "roc_auc", "value": reference["test"]["roc_auc"]}
+    head = reference["headline_metric"]
+    assert {k: head[k] for k in ("name", "value", "bootstrap")} == {"name": "roc_auc", "value": reference["test"]["roc_auc"],
+                                                                   "bootstrap": 1000}
+    low, high = head["ci95"]  # the test-set CI fine-tunes now record (percentile, 1000 resamples)
+    assert low <= head["value"] <= high
     assert [h["epoch"] for h in reference["history"]] == [1, 2]
     assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_roc_auc"] <= 1 for h in reference["history"])
     rows = ResultsStore(reference["results_store"]).records(kind="finetune")
