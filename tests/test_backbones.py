@@ -1,5 +1,7 @@
 """Every registry entry builds its real architecture; real weights behave like pretrained weights."""
 
+import re
+
 import pytest
 import torch
 
@@ -112,3 +114,26 @@ def test_dinov2_stores_pre_norm_patch_tokens_like_the_first_studys_deit_head():
     with torch.no_grad():
         _, deit_tokens = deit.embed(torch.randn(1, 3, 32, 32), with_tokens=True)
         assert deit.spec.entry.tokens_from == "output" and deit_tokens.shape == (1, 4, 768)
+
+
+def _one_entry_per_loader() -> list[str]:
+    first: dict[str, str] = {}
+    for name in BACKBONES:
+        first.setdefault(BACKBONES.get(name).loader, name)
+    return sorted(first.values())
+
+
+@pytest.mark.parametrize("name", _one_entry_per_loader())
+def test_unreadable_weights_file_is_one_error_for_every_loader(name, tmp_path, dinov2_s_weights):
+    """Random bytes, a cut-short file and a pickled tensor: one MedfmError naming the file, whatever
+    library would have read it (every registered loader: timm, torchvision, open_clip, sam2, the hub
+    _lc loader, ...), never a library traceback."""
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(bytes(range(256)) * 20)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(dinov2_s_weights.read_bytes()[:100])
+    tensor = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), tensor)
+    for bad in (junk, cut, tensor):
+        with pytest.raises(MedfmError, match=re.escape(str(bad))):
+            create_backbone(name, weights=str(bad), img_size=224)

@@ -82,7 +82,7 @@ class DinoV2LinearClassifierLoader(TimmLoader):
         return HubSource(url=head_url(hub_name(entry)))
 
     def configure(self, entry, weights):
-        if weights.kind != "file" or not _head_only(torch_load(weights.path)):
+        if weights.kind != "file" or not _head_only(torch_load(weights.path, mmap=True)):  # keys only
             return entry
         path = self.backbone_file(entry, weights)
         resolved = {**entry.resolved, "backbone_weights": {"file": path.name, "sha256": sha256_file(path)}}

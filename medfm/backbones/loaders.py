@@ -67,16 +67,39 @@ def resolve_blocks(net: nn.Module, spec: str) -> list[nn.Module]:
     return [m for m in found if any(True for _ in m.parameters())]
 
 
-def torch_load(path) -> dict:
-    """A checkpoint's state dict (safetensors or torch pickle), unwrapped from {'model': ...} etc."""
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
+def torch_load(path, mmap: bool = False) -> dict:
+    """A checkpoint's state dict (safetensors or torch pickle), unwrapped from {'model': ...} etc.
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    Every loader reads weights through here, so a file that is not a checkpoint at all (truncated,
+    random bytes, a pickle of something else) is one error naming it for every backbone, never a
+    library traceback. ``mmap`` maps a zip-format torch file instead of reading it (for a look at its
+    keys); an old-format file is then read whole.
+    """
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError:
+                if not mmap:
+                    raise
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pickle, zip, safetensors and OS errors all mean "unreadable"
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise MedfmError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {first})",
+                         "pass a torch .pth/.pt/.bin state dict or a .safetensors file; re-download it if it "
+                         "was cut short") from None
     for key in ("model", "state_dict", "module"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
+    if not isinstance(state, dict):
+        raise MedfmError(f"{path} holds a {type(state).__name__}, not a state dict",
+                         "pass a checkpoint saved with torch.save(model.state_dict(), ...) or a .safetensors file")
     return state
 
 
@@ -222,7 +245,9 @@ class TimmLoader(BaseLoader):
                 return timm.create_model(
                     entry.model_id, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights.path)), **kwargs
                 )
-        except (RuntimeError, KeyError, ValueError) as exc:
+        except MedfmError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - timm reads the file itself: pickle/safetensors/zip errors too
             raise wrong_weights(entry, weights, exc) from None
 
     def tokens(self, net, x):
@@ -270,7 +295,7 @@ class TorchvisionLoader(BaseLoader):
 
         net = seeded(lambda: tvm.get_model(entry.model_id, weights=None))
         if weights.kind != "random":
-            state = torch.load(weights.path, map_location="cpu", weights_only=True)
+            state = torch_load(weights.path)
             load_strict(net, state, entry, weights)  # whole file, classifier included: exact match
         net.classifier = nn.Identity()  # features only, as timm's num_classes=0
         return net
