@@ -57,6 +57,10 @@ def test_open_names_offline_fail_with_the_usual_one_liner(monkeypatch):
                  "open_clip:ViT-B-32/openai"):
         with pytest.raises(MedfmError, match="looks offline — pass --weights PATH"):
             resolve_backbone(name)
+    for name, config in (("hf:microsoft/rad-dino", "config.json"),
+                         ("open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", "open_clip_config.json")):
+        with pytest.raises(MedfmError, match=f"cannot download {config} .*repo folder downloaded elsewhere"):
+            resolve_backbone(name, weights="random")  # random weights still need the model's config
 
 
 def timm_dinov2_to_transformers(src, folder):
@@ -155,6 +159,56 @@ def test_open_clip_tower_from_a_local_checkpoint_of_its_architecture(tmp_path, p
         resolve_backbone("open_clip:ViT-S-32/openai")
     with pytest.raises(MedfmError, match="has no official pretrained weights source"):
         resolve_backbone("open_clip:ViT-S-32")
+
+
+def test_open_clip_hub_repo_folder_loads_offline_with_its_timm_trunk(tmp_path, monkeypatch):
+    """``open_clip:hf-hub:<org>/<repo> --weights FOLDER``: the repo downloaded elsewhere (open_clip_config.json +
+    weights) builds with no network, BiomedCLIP's tower layout (a timm trunk), against open_clip's own encode_image."""
+    import shutil
+
+    from open_clip.model import CLIP
+
+    monkeypatch.setenv("MEDFM_OFFLINE", "1")
+    model_cfg = {"embed_dim": 64, "vision_cfg": {"timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False,
+                                                 "timm_pool": "", "timm_proj": "linear", "image_size": 224},
+                 "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1}}
+    pre = {"mean": [0.4, 0.45, 0.5], "std": [0.2, 0.25, 0.3], "interpolation": "bicubic", "resize_mode": "shortest"}
+    repo = tmp_path / "tiny-clip"
+    repo.mkdir()
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        model = CLIP(**model_cfg).eval()
+    torch.save(model.state_dict(), repo / "open_clip_pytorch_model.bin")
+    (repo / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": pre}))
+    name = "open_clip:hf-hub:acme/tiny-clip"
+    bb = create_backbone(name, weights=str(repo))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        pooled, tokens = bb.embed(x, with_tokens=True)
+        assert torch.allclose(pooled, model.encode_image(x), atol=1e-5)  # the projected image embedding
+    assert bb.spec.feature == "pooled" and tokens.shape == (2, 196, 192) and len(bb.blocks()) == 12
+    assert bb.spec.entry.dim == 64 and bb.spec.weights.origin == "local:open_clip_pytorch_model.bin"
+    assert bb.spec.data_config["mean"] == pytest.approx(pre["mean"]) and bb.spec.data_config["std"] == pytest.approx(pre["std"])
+    ident = bb.spec.identity()
+    assert ident["model_config"]["model_cfg"]["vision_cfg"]["timm_model_name"] == "vit_tiny_patch16_224"
+    assert "text_cfg" not in ident["model_config"]["model_cfg"] and str(tmp_path) not in json.dumps(ident)
+    # the same repo moved elsewhere: the same identity (the config's place is not part of it)
+    moved = shutil.copytree(repo, tmp_path / "elsewhere")
+    assert resolve_backbone(name, weights=str(moved)).identity() == ident
+    # the weights file alone, with no config beside it: one error saying what to pass
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(repo / "open_clip_pytorch_model.bin", lone)
+    with pytest.raises(MedfmError, match="has no open_clip_config.json beside open_clip_pytorch_model.bin.*repo folder"):
+        resolve_backbone(name, weights=str(lone / "open_clip_pytorch_model.bin"))
+    (lone / "open_clip_config.json").write_text('{"model_cfg": {"vision')
+    with pytest.raises(MedfmError, match="open_clip_config.json is not a readable JSON file"):
+        resolve_backbone(name, weights=str(lone))
+    (lone / "open_clip_config.json").write_text('{"preprocess_cfg": {}}')
+    with pytest.raises(MedfmError, match="has no model_cfg with vision_cfg and embed_dim"):
+        resolve_backbone(name, weights=str(lone))
+    with pytest.raises(MedfmError, match="is not open_clip:hf-hub:<org>/<repo>"):
+        resolve_backbone("open_clip:hf-hub:acme", weights=str(repo))
 
 
 def test_hf_cnn_is_read_as_maps_with_its_stages_as_blocks(tmp_path):

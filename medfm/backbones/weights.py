@@ -128,7 +128,13 @@ def resolve_weights(spec: str | None, backbone: str, hub: HubSource | None, offl
     return Weights("file", path, sha256_file(path), hub.describe())
 
 
-def _offline_error(backbone: str, source: str, reason: str) -> MedfmError:
+def _offline_error(backbone: str, source: str, reason: str, filename: str | None = None) -> MedfmError:
+    if filename is not None:  # a config file: even --weights random needs it, so only a local folder helps
+        return MedfmError(
+            f"cannot download {filename} of {backbone!r} from {source} ({reason}); this machine looks offline",
+            f"pass --weights PATH to the repo folder downloaded elsewhere ({filename} beside the weights); "
+            "--weights random needs the file too",
+        )
     return MedfmError(
         f"cannot download the pretrained weights of {backbone!r} from {source} ({reason}); this machine looks offline",
         "pass --weights PATH to a local copy of the checkpoint (file or folder), or --weights random",
@@ -225,7 +231,7 @@ def hub_file(repo: str, filename: str, backbone: str, required: bool = True) -> 
     if reason is not None:
         if not required:
             return None
-        raise _offline_error(backbone, f"hf-hub:{repo}", reason)
+        raise _offline_error(backbone, f"hf-hub:{repo}", reason, filename)
     from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
 
     try:
@@ -242,4 +248,4 @@ def hub_file(repo: str, filename: str, backbone: str, required: bool = True) -> 
         raise MedfmError(f"there is no Hugging Face repo {repo!r} (or it is private)",
                          "check the name; for a private repo set HF_TOKEN") from None
     except Exception as exc:
-        raise _offline_error(backbone, f"hf-hub:{repo}", f"{type(exc).__name__}: {exc}") from None
+        raise _offline_error(backbone, f"hf-hub:{repo}", f"{type(exc).__name__}: {exc}", filename) from None

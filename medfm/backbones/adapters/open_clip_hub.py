@@ -10,18 +10,21 @@ pooled output through the tower's own head.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 from medfm.backbones.entry import BackboneEntry
 from medfm.backbones.features import TokenOutput
 from medfm.backbones.loader_openclip import OpenClipLoader
 from medfm.backbones.loaders import register_loader, resolve_blocks
 from medfm.backbones.names import OPEN_NAMES
-from medfm.backbones.weights import HubSource, hub_file
+from medfm.backbones.weights import HubSource, Weights, hub_file
 from medfm.errors import MedfmError, close_matches
 
 HF_HUB = "hf-hub:"
 HUB_FILES = ("open_clip_pytorch_model.bin", "open_clip_model.safetensors")
+HUB_CONFIG = "open_clip_config.json"
 
 
 def _tower_fields(model_cfg: dict, name: str) -> dict:
@@ -40,13 +43,13 @@ def open_clip_entry(rest: str, name: str) -> BackboneEntry:
     """``open_clip:<model>/<tag>`` (tag optional: then --weights PATH|random) or ``open_clip:hf-hub:<org>/<repo>``."""
     import open_clip
 
-    if rest.startswith(HF_HUB):
-        repo = rest.removeprefix(HF_HUB)
-        cfg = _hub_config(repo, name)
-        entry = BackboneEntry(name=name, family="open_clip", loader="open_clip_hub", model_id=rest, arch="vit",
-                              licence="see the model card", notes="open name (open_clip, Hugging Face hub)",
-                              **_tower_fields(cfg["model_cfg"], name))
-        return entry
+    if rest.startswith(HF_HUB):  # the config lies beside the weights: OpenClipTowerLoader.configure completes it
+        if rest.count("/") != 1 or not all(rest.removeprefix(HF_HUB).split("/")):
+            raise MedfmError(f"backbone name {name!r} is not open_clip:hf-hub:<org>/<repo>",
+                             "e.g. open_clip:hf-hub:timm/ViT-B-16-SigLIP")
+        return BackboneEntry(name=name, family="open_clip", loader="open_clip_hub", model_id=rest, arch="vit",
+                             feature="pooled", licence="see the model card",
+                             notes="open name (open_clip, Hugging Face hub)")
     model, _, tag = rest.partition("/")
     if model not in open_clip.list_models():
         sugg = close_matches(model, open_clip.list_models())
@@ -63,11 +66,28 @@ def open_clip_entry(rest: str, name: str) -> BackboneEntry:
                          licence="see the open_clip model card", notes="open name (open_clip)", **fields)
 
 
-def _hub_config(repo: str, name: str) -> dict:
-    path = hub_file(repo, "open_clip_config.json", name)
-    cfg = json.loads(path.read_text())
-    if "model_cfg" not in cfg:
-        raise MedfmError(f"hf-hub:{repo}'s open_clip_config.json has no model_cfg", "is it an open_clip model?")
+def _config_file(entry: BackboneEntry, weights: Weights) -> Path:
+    """The ``open_clip_config.json`` of an ``hf-hub:`` entry: beside a local weights file, else the hub's."""
+    if weights.kind == "file" and not weights.origin.startswith(HF_HUB):
+        beside = weights.path.parent / HUB_CONFIG
+        if not beside.is_file():
+            raise MedfmError(f"{weights.path.parent} has no {HUB_CONFIG} beside {weights.path.name}, so "
+                             f"{entry.name!r} has no model config",
+                             f"pass --weights the repo folder downloaded from the hub ({HUB_CONFIG} + weights)")
+        return beside
+    return hub_file(entry.model_id.removeprefix(HF_HUB), HUB_CONFIG, entry.name)
+
+
+def _read_config(path: Path, name: str) -> dict:
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MedfmError(f"{path} is not a readable JSON file ({type(exc).__name__}: {exc})",
+                         f"put the hub's own {HUB_CONFIG} there") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_cfg"), dict) \
+            or not isinstance(cfg["model_cfg"].get("vision_cfg"), dict) or "embed_dim" not in cfg["model_cfg"]:
+        raise MedfmError(f"{path} has no model_cfg with vision_cfg and embed_dim ({name!r})",
+                         "is it an open_clip model? its repo's open_clip_config.json has them")
     return cfg
 
 
@@ -78,9 +98,19 @@ OPEN_NAMES.add("open_clip", open_clip_entry)
 class OpenClipTowerLoader(OpenClipLoader):
     """open_clip towers whose config may come from the hub and whose trunk may be a timm model."""
 
+    config_beside_weights = True  # hf-hub: open_clip_config.json beside the weights (see configure)
+
+    def configure(self, entry, weights):
+        if not entry.model_id.startswith(HF_HUB):
+            return entry
+        path = _config_file(entry, weights)
+        cfg = _read_config(path, entry.name)
+        fields = _tower_fields(cfg["model_cfg"], entry.name)
+        return dataclasses.replace(entry, **fields, model_kwargs={"open_clip_config": str(path)})
+
     def _cfgs(self, entry):
         if entry.model_id.startswith(HF_HUB):
-            cfg = _hub_config(entry.model_id.removeprefix(HF_HUB), entry.name)
+            cfg = _read_config(Path(entry.model_kwargs["open_clip_config"]), entry.name)
             return cfg["model_cfg"], cfg.get("preprocess_cfg", {})
         return super()._cfgs(entry)
 
