@@ -313,7 +313,10 @@ class FinetuneConfig(_BackboneDatasetConfig):  # feature: the linear head's inpu
     init_from_parts: Literal["all", "backbone"] = _opt("all", "what --init-from loads: backbone and head, or the "
                                                               "backbone only (study 1: backbone only; a new head)")
     grad_clip: float | None = _opt(1.0, "max global grad norm (null in a --config file = off)", gt=0)
-    amp: bool = _opt(True, "bf16 autocast on CUDA (CPU always trains in fp32)")
+    amp: bool = _opt(True, "mixed precision on CUDA (CPU always trains in fp32)")
+    amp_dtype: Literal["bf16", "fp16"] = _opt("bf16", "--amp's autocast dtype: bf16, or fp16 with a dynamic loss "
+                                                      "scaler (GradScaler; clipping sees unscaled gradients), as "
+                                                      "study 1's torch.cuda.amp autocast + GradScaler")
     grad_checkpointing: bool = _opt(False, "recompute block activations in the backward pass (less memory)")
     augment: str = _opt("auto", "augmentation policy: 'auto' (by dataset modality), 'none', or a policy name")
     colour_jitter: float | None = _opt(None, "override the policy's colour jitter (grey modalities: 0 unless set)", ge=0)

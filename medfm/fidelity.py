@@ -321,13 +321,14 @@ STUDY1 = StudyCode(
                       "params.json:dataloader_params.valloader"),
                 note="the code's val shuffle is unseeded; medfm seeds it by run seed and epoch"),
         Setting("training_length", "epochs, batch, clipping, precision",
-                exact={"epochs": 100, "batch_size": 64, "grad_clip": 1.0, "amp": True, "drop_last": True},
-                exact_text="100 epochs, batch 64, drop_last=true (the last partial batch dropped), grad-norm clip 1.0, "
-                           "mixed precision",
+                exact={"epochs": 100, "batch_size": 64, "grad_clip": 1.0, "amp": True, "amp_dtype": "fp16",
+                       "drop_last": True},
+                exact_text="100 epochs, batch 64, drop_last=true (the last partial batch dropped), grad-norm clip 1.0 "
+                           "on unscaled gradients, mixed precision fp16 with a GradScaler (amp_dtype=fp16; on CUDA)",
                 fast_text="frozen: the probe's epochs/batch; unfrozen: 100 epochs, batch 64, clip 1.0, bf16 autocast",
                 code=("params.json:training_params", "params.json:dataloader_params.trainloader",
                       "defaults/trainer.py:L108-123"),
-                note="the code's mixed precision is fp16 with a GradScaler; medfm's amp is bf16 autocast"),
+                note="CPU trains in fp32 in both (the code's autocast is CUDA's); fast's amp is bf16 autocast"),
         Setting("linear_feature", "linear head's input",
                 exact=_s1_feature, exact_text="; ".join(f"{b}: feature={f} ({w})" for b, f, w, _ in S1_FEATURE),
                 fast_text="; ".join(f"{b}: feature={f} ({w})" for b, f, w, _ in S1_FEATURE),

@@ -192,6 +192,7 @@ def test_frozen_row_leaves_every_backbone_tensor_bit_identical(head, pneu_subset
     assert rec["trainable_params"] == sum(v.numel() for v in untrained.values() if v.is_floating_point())
     # the schedule ran as the code's: 16 images / batch 8 (drop_last) = 2 steps per epoch, 1 warm-up epoch
     hp = rec["hyperparameters"]
+    assert hp["precision"] == "fp32"  # CPU trains in fp32 whatever amp says
     assert hp["warmup_steps"] == 2 and hp["schedule"] == "constant" and hp["augment"] == "study1"
     for e, h in enumerate(rec["history"]):
         assert h["lr"] == pytest.approx(lr_at("constant", 2 * (e + 1), 1e-3, 1e-8, 2, 4), rel=1e-12)
@@ -398,3 +399,64 @@ def test_val_batch_mean_is_study3s_mean_of_per_batch_accuracies(pneu_subset, mob
     assert rec["history"][0]["val_accuracy"] == pytest.approx(want, abs=1e-12)
     assert rec["val"]["accuracy"] == compute_metrics("binary", val.labels, probs, ["accuracy"])["accuracy"]
     assert rec["hyperparameters"]["val_batch_mean"] is True
+
+
+def _scaled_run(scaler, opt_cls=torch.optim.SGD, scale_x=1.0, clip=0.05, steps=4):
+    """A few real training steps of train_epoch on a small MLP: with a loss scaler or without."""
+    from medfm.distributed import Dist
+    from medfm.finetune.engine import train_epoch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 3))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(steps * 4, 8, generator=gen) * scale_x
+    labels = torch.randint(0, 3, (steps * 4,), generator=gen)
+    loader = [(x[k:k + 4], torch.arange(k, k + 4), []) for k in range(0, steps * 4, 4)]
+    opt = opt_cls(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    train_epoch(model, loader, labels, opt, sched, task="multiclass", weight=None, accum=1, clip=clip,
+                device=torch.device("cpu"), amp=False, d=Dist(), scaler=scaler)
+    return model, sched
+
+
+def test_fp16_loss_scaling_clips_and_steps_as_unscaled_training():
+    """amp_dtype=fp16's GradScaler path (study 1's trainer): the loss is scaled before backward and the gradients
+    unscaled before the clip, so with exact power-of-two scaling the weights are those of unscaled training,
+    clip active (SGD: a clip of scaled gradients would shrink every step 2**16-fold). A step whose scaled
+    gradients overflow is skipped, the scale halves, and the schedule still advances, as the code's."""
+    plain, _ = _scaled_run(None)
+    scaled, _ = _scaled_run(torch.amp.GradScaler("cpu", init_scale=2.0 ** 16))
+    for a, b in zip(plain.parameters(), scaled.parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    torch.manual_seed(0)
+    start = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 3))
+    assert any(not torch.equal(a, b) for a, b in zip(start.parameters(), plain.parameters()))  # it trained
+    huge = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
+    skipped, sched = _scaled_run(huge, scale_x=1e4, steps=1)
+    assert all(torch.equal(a, b) for a, b in zip(start.parameters(), skipped.parameters()))  # overflowed: no step
+    assert huge.get_scale() == 2.0 ** 126 and sched.last_epoch == 1
+
+
+def test_amp_dtype_fp16_is_study1_exact_and_keeps_other_keys():
+    """Study 1's exact rows ask for fp16 + GradScaler; every other fine-tune keeps its key (bf16 is the default)."""
+    from medfm.fidelity import STUDY1, Row
+    from medfm.finetune import FinetuneConfig
+    from medfm.finetune.runner import identity_settings
+
+    settings = STUDY1.row_settings(Row("dinov2_vits14", "busi", "linear", "frozen", 0))
+    assert settings["amp"] is True and settings["amp_dtype"] == "fp16"
+    plain = FinetuneConfig(backbone="mobilenetv2", dataset="busi")
+    assert plain.amp_dtype == "bf16" and "amp_dtype" not in identity_settings(plain)
+    assert identity_settings(plain.model_copy(update={"amp_dtype": "fp16"}))["amp_dtype"] == "fp16"
+
+
+@pytest.mark.gpu
+def test_fp16_finetune_on_cuda_trains_with_a_scaler(pneu_subset, mobilenet_weights, tmp_path):
+    from medfm.finetune import run_finetune
+
+    rec = run_finetune(_cfg(pneu_subset, mobilenet_weights, tmp_path / "fp16", device="cuda", amp=True,
+                            amp_dtype="fp16", unfreeze=1, epochs=2, deterministic=False))
+    saved = torch.load(tmp_path / "fp16" / "last.pt", weights_only=False)
+    assert saved["scaler"] and saved["scaler"]["scale"] > 0
+    assert rec["hyperparameters"]["precision"] == "fp16" and np.isfinite(rec["val"]["roc_auc"])
+    assert all(np.isfinite(h["train_loss"]) for h in rec["history"])

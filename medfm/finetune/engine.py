@@ -10,6 +10,7 @@ single-process gradient of the global batch.
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 
 import numpy as np
@@ -69,10 +70,25 @@ def lr_lambdas(schedule: str, peaks: list[float], start: float, warmup: int, tot
     return [lambda s, p=p: lr_at(schedule, s, p, start, warmup, total_steps) / p for p in peaks]
 
 
-def autocast(device: torch.device, amp: bool):
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, amp: bool, dtype: str = "bf16"):
     if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=AMP_DTYPES[dtype])
     return nullcontext()
+
+
+def loss_scaler(device: torch.device, amp: bool, dtype: str, fsdp: bool):
+    """fp16 on CUDA needs a dynamic loss scale (small gradients underflow in fp16; a step whose gradients
+    overflow is skipped and the scale halved); bf16 has fp32's range and none. None = no scaling."""
+    if not (device.type == "cuda" and amp and dtype == "fp16"):
+        return None
+    if fsdp:
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler()
+    return torch.amp.GradScaler("cuda")
 
 
 def _check(errors: list[str]) -> None:
@@ -82,9 +98,11 @@ def _check(errors: list[str]) -> None:
 
 
 def train_epoch(model, loader, labels: torch.Tensor, opt, sched, *, task, weight, accum, clip, device, amp,
-                d: Dist, on_batch=None, train_mode: bool = True) -> float:
+                d: Dist, on_batch=None, train_mode: bool = True, amp_dtype: str = "bf16", scaler=None) -> float:
     """One pass over this rank's share; returns the mean training loss over all ranks. ``train_mode=False``
-    trains in eval mode (study 3 after its first validation: BatchNorm statistics fixed, dropout off)."""
+    trains in eval mode (study 3 after its first validation: BatchNorm statistics fixed, dropout off).
+    ``scaler`` (fp16): the loss is scaled before backward and the gradients unscaled before clipping, so
+    the clip threshold applies to the true gradient norm (study 1's ``defaults/trainer.py:L108-123``)."""
     model.train(train_mode)
     n_batches = len(loader)
     total, count = 0.0, 0
@@ -99,15 +117,24 @@ def train_epoch(model, loader, labels: torch.Tensor, opt, sched, *, task, weight
         y = labels[idx].to(device, non_blocking=True)
         sync = nullcontext() if step_now or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
-            with autocast(device, amp):
+            with autocast(device, amp, amp_dtype):
                 logits = model(x)
             loss = masked_loss(logits, y, task, weight)
-            (loss / group_len).backward()
+            part = loss / group_len
+            (part if scaler is None else scaler.scale(part)).backward()
         if step_now:
             if clip:
+                if scaler is not None:
+                    scaler.unscale_(opt)
                 clip_grad_norm(model, params, clip)
-            opt.step()
-            sched.step()
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)  # skipped when a gradient overflowed; the schedule still advances, as the code's
+                scaler.update()
+            with warnings.catch_warnings():  # torch warns when a skipped fp16 step precedes the schedule's
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                sched.step()
             opt.zero_grad(set_to_none=True)
         total += float(loss.detach()) * len(idx)
         count += len(idx)
@@ -118,13 +145,13 @@ def train_epoch(model, loader, labels: torch.Tensor, opt, sched, *, task, weight
 
 
 @torch.no_grad()
-def predict(model, loader, n: int, task: str, device, amp, d: Dist) -> np.ndarray:
+def predict(model, loader, n: int, task: str, device, amp, d: Dist, amp_dtype: str = "bf16") -> np.ndarray:
     """Probabilities for all ``n`` samples of a split, gathered from every rank (padding dropped)."""
     model.eval()
     idx_all, probs_all = [], []
     for images, idx, errors in loader:
         _check(errors)
-        with autocast(device, amp):
+        with autocast(device, amp, amp_dtype):
             logits = model(images.to(device, non_blocking=True)).float()
         p = torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, dim=-1)
         idx_all += idx

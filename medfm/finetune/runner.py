@@ -28,7 +28,7 @@ from medfm.config import FinetuneConfig, dataset_options
 from medfm.finetune.data import SeededImages, eval_loader, policy_for, train_loader, train_transform
 from medfm.distributed import Dist, setup
 from medfm.finetune.distributed import load_model_state, load_optimizer_state, model_state, optimizer_state, unwrap, wrap
-from medfm.finetune.engine import lr_lambdas, predict, train_epoch
+from medfm.finetune.engine import loss_scaler, lr_lambdas, predict, train_epoch
 from medfm.finetune.initfrom import init_identity, load_init
 from medfm.finetune.model import FinetuneModel, param_groups
 from medfm.heads import HEADS
@@ -68,7 +68,7 @@ def finetune_inputs(cfg: FinetuneConfig):
 ADDED_AT_DEFAULT = {"schedule": "cosine", "warmup_start_lr": 0.0, "warmup_epochs": None, "no_decay": "biases_norms_tokens",
                     "drop_last": False, "train_shuffle": True, "eval_after_first_val": False, "val_drop_last": False,
                     "val_batch_mean": False, "bootstrap": 1000, "ci": "percentile", "backbone_eval": False, "init_from": None, "init_from_parts": "all",
-                    "mlp_hidden": 256}
+                    "mlp_hidden": 256, "amp_dtype": "bf16"}
 
 
 def val_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -243,9 +243,12 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambdas(cfg.schedule, [g["initial_lr"] for g in groups],
                                                               cfg.warmup_start_lr, warmup, total_steps))
+    scaler = loss_scaler(device, cfg.amp, cfg.amp_dtype, cfg.distributed == "fsdp")
     if resuming:
         load_optimizer_state(wrapped, opt, saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         ckpt.set_rng_state(saved["rng"], loader_gen)
         del saved
 
@@ -267,8 +270,10 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
 
             loss = train_epoch(wrapped, loader, labels_t, opt, sched, task=task, weight=weight, accum=cfg.grad_accum,
                                clip=cfg.grad_clip, device=device, amp=cfg.amp, d=d, on_batch=on_batch,
-                               train_mode=not (cfg.eval_after_first_val and epoch > 0))
-            val_probs = predict(eval_model, evals["val"], len(dataset.splits["val"]), task, device, cfg.amp, d)
+                               train_mode=not (cfg.eval_after_first_val and epoch > 0), amp_dtype=cfg.amp_dtype,
+                               scaler=scaler)
+            val_probs = predict(eval_model, evals["val"], len(dataset.splits["val"]), task, device, cfg.amp, d,
+                                cfg.amp_dtype)
             val_score = epoch_val_score(cfg, task, metric, np.asarray(dataset.splits["val"].labels), val_probs, epoch)
             state["history"].append({"epoch": epoch + 1, "train_loss": loss, f"val_{metric}": val_score,
                                      "lr": sched.get_last_lr()[0]})
@@ -287,6 +292,7 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
                 if improved:
                     ckpt.save_atomic({"model": weights, "epoch": epoch}, best_path)
                 ckpt.save_atomic({"run_key": key, "model": weights, "optimizer": opt_state, "scheduler": sched.state_dict(),
+                                  "scaler": scaler.state_dict() if scaler is not None else None,
                                   "rng": ckpt.rng_state(loader_gen), "state": state}, last_path)
             del weights, opt_state
             d.barrier()
@@ -297,7 +303,8 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
     # the best epoch on val is the one tested (or the last, with keep='last')
     if cfg.keep == "best" and best_path.exists():
         load_model_state(wrapped, model, ckpt.load(best_path)["model"])
-    probs = {s: predict(eval_model, evals[s], len(dataset.splits[s]), task, device, cfg.amp, d) for s in ("val", "test")}
+    probs = {s: predict(eval_model, evals[s], len(dataset.splits[s]), task, device, cfg.amp, d, cfg.amp_dtype)
+             for s in ("val", "test")}
     val = compute_metrics(task, dataset.splits["val"].labels, probs["val"])
     test = compute_metrics(task, dataset.splits["test"].labels, probs["test"])
     record = {
@@ -329,7 +336,8 @@ def _run(cfg: FinetuneConfig, d: Dist, device: torch.device) -> dict:
                             "backbone_eval": cfg.backbone_eval, "epochs": cfg.epochs,
                             "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "grad_clip": cfg.grad_clip,
                             "augment": aug_name, "class_weight": cfg.class_weight,
-                            "balanced_sampling": cfg.balanced_sampling},
+                            "balanced_sampling": cfg.balanced_sampling,
+                            "precision": cfg.amp_dtype if cfg.amp and device.type == "cuda" else "fp32"},  # what ran
         "init_from": init,
         "best_epoch": state["best_epoch"] + 1,
         "tested_epoch": state["best_epoch"] + 1 if cfg.keep == "best" and best_path.exists() else state["epoch"] + 1,
