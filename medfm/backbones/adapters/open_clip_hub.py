@@ -103,15 +103,13 @@ class OpenClipTowerLoader(OpenClipLoader):
     def configure(self, entry, weights):
         if not entry.model_id.startswith(HF_HUB):
             return entry
-        path = _config_file(entry, weights)
-        cfg = _read_config(path, entry.name)
-        fields = _tower_fields(cfg["model_cfg"], entry.name)
-        return dataclasses.replace(entry, **fields, model_kwargs={"open_clip_config": str(path)})
+        cfg = _read_config(_config_file(entry, weights), entry.name)
+        fields = _tower_fields(cfg["model_cfg"], entry.name)  # resolved: the image tower's config (the identity's)
+        return dataclasses.replace(entry, **fields, model_kwargs={"preprocess_cfg": cfg.get("preprocess_cfg", {})})
 
     def _cfgs(self, entry):
-        if entry.model_id.startswith(HF_HUB):
-            cfg = _read_config(Path(entry.model_kwargs["open_clip_config"]), entry.name)
-            return cfg["model_cfg"], cfg.get("preprocess_cfg", {})
+        if entry.model_id.startswith(HF_HUB):  # read once in configure: what is built is what the identity says
+            return entry.resolved["model_cfg"], dict(entry.model_kwargs["preprocess_cfg"])
         return super()._cfgs(entry)
 
     def hub(self, entry):
