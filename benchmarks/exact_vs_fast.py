@@ -133,7 +133,8 @@ def main() -> int:
     with open(args.store / "logs" / "report.log", "a") as log:
         rc = medfm(["report", "--bootstrap", str(args.bootstrap), "--out", str(out)], env, log)
     if rc or not (out / "exact_vs_fast.csv").exists():
-        print(f"medfm report wrote no exact_vs_fast.csv (exit {rc}): see {args.store / 'logs' / 'report.log'}")
+        why = "the store holds no row run both ways yet" if rc == 0 else f"medfm report failed (exit {rc})"
+        print(f"no exact_vs_fast.csv: {why}; see {args.store / 'logs'}")
         return 1
     print(table(out / "exact_vs_fast.csv"))
     if failed:

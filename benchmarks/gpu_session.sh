@@ -4,18 +4,23 @@
 #
 # Here, once, from the repo root (needs ../shared beside the checkout and PyPI):
 #     bash benchmarks/gpu_session.sh prepare
-#   -> .whl/      wheels the GPU image lacks (zarr, pydantic and their needs; cp312, x86-64)
-#      .gpu-data/ BreastMNIST + kermany_cxr_224 copied from ../shared/data (the GPU machine cannot see it)
-#   Both are listed in .git/info/exclude, so they never reach a commit; together about 50 MiB.
+#   -> .whl/       wheels the GPU image lacks (zarr, pydantic and their needs; cp312, x86-64)
+#      .gpu-data/  BreastMNIST + kermany_cxr_224 copied from ../shared/data (the GPU machine cannot see it)
+#      .gpu-exact/ BreastMNIST + the shared DINOv2-S weights as fp16 (44 MB; they load into the fp32 model)
+#   All are listed in .git/info/exclude, so they never reach a commit. A carry holds 64 MiB, so the two
+#   stages carry different folders.
 # There (device tool): run(command="bash benchmarks/gpu_session.sh run", carry=[".whl", ".gpu-data"])
 #   -> $OUT/device.txt, gpu-tests.log, bench_extract.log, bench_finetune.log
+# A later call, or session (issue 17 point 3, the DINOv2-S x BreastMNIST exact-vs-fast pair):
+#   run(command="bash benchmarks/gpu_session.sh exact", carry=[".whl", ".gpu-exact"])
+#   -> $OUT/device.txt, exact_vs_fast.log (the README table rows), exact_vs_fast.csv, logs/
 # Then copy the numbers, with the device named, into benchmarks/README.md and README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 prepare() {
     local exclude; exclude="$(git rev-parse --git-path info/exclude)"
-    for d in .whl .gpu-data; do
+    for d in .whl .gpu-data .gpu-exact; do
         grep -qx "/$d/" "$exclude" 2>/dev/null || echo "/$d/" >> "$exclude"
         mkdir -p "$d"
     done
@@ -25,15 +30,34 @@ prepare() {
         pydantic==2.14.3 pydantic_core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5
     cp ../shared/data/breastmnist.npz .gpu-data/
     cp -r ../shared/data/kermany_cxr_224 .gpu-data/
-    du -sh .whl .gpu-data
+    cp ../shared/data/breastmnist.npz .gpu-exact/
+    python3 -c "import sys, safetensors.torch as st; st.save_file({k: v.half().contiguous() for k, v in st.load_file(sys.argv[1]).items()}, sys.argv[2])" \
+        ../shared/weights/dinov2_vits14_imgfocus_timm.safetensors .gpu-exact/dinov2_vits14_fp16.safetensors
+    du -sh .whl .gpu-data .gpu-exact
 }
 
-run() {
+setup() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site:$PWD" MEDFM_DATA="$PWD/.gpu-data" MEDFM_CACHE=/tmp/medfm-cache PYTHONUNBUFFERED=1
+    export PYTHONPATH="/tmp/site:$PWD" MEDFM_CACHE=/tmp/medfm-cache PYTHONUNBUFFERED=1
     out="${OUT:-/tmp/medfm-gpu-out}"; mkdir -p "$out"
     { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch; print('torch', torch.__version__)"; } \
         | tee "$out/device.txt"
+}
+
+# The three rows of the pair (fast crop, fast squash + dataset statistics, exact) all run here, with the
+# same fp16-rounded weights, so the pair is self-consistent; its numbers are not the CPU rows' numbers.
+exact() {
+    setup
+    export MEDFM_DATA="$PWD/.gpu-exact"
+    python3 benchmarks/exact_vs_fast.py --store /tmp/x17 --backbones dinov2_vits14 --datasets breastmnist --jobs 1 \
+        --weights "dinov2_vits14=$PWD/.gpu-exact/dinov2_vits14_fp16.safetensors" 2>&1 | tee "$out/exact_vs_fast.log" || true
+    cp /tmp/x17/report/exact_vs_fast.csv "$out/" 2>/dev/null || true
+    cp -r /tmp/x17/logs "$out/" || true
+}
+
+run() {
+    setup
+    export MEDFM_DATA="$PWD/.gpu-data"
     python3 -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tee "$out/gpu-tests.log" || true
     python3 benchmarks/bench_extract.py --backbone dinov2_vitb14 --img-size 224 --dataset kermany_cxr_224 --repeat 8 \
         --pixels prepare --batch-size auto --naive-images 256 2>&1 | tee "$out/bench_extract.log" || true
@@ -43,5 +67,6 @@ run() {
 case "${1:-}" in
     prepare) prepare ;;
     run) run ;;
-    *) echo "usage: bash benchmarks/gpu_session.sh prepare|run" >&2; exit 2 ;;
+    exact) exact ;;
+    *) echo "usage: bash benchmarks/gpu_session.sh prepare|run|exact" >&2; exit 2 ;;
 esac
