@@ -31,6 +31,7 @@ import re
 import subprocess
 import sys
 import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,6 +45,7 @@ PREPROCESSING = {  # exact_vs_fast.csv's "fast preprocessing" (resize policy, no
     ("crop", "backbone"): "medfm's: crop + backbone mean/std",
     ("squash", "dataset"): "study 1's: squash 256 + dataset mean/std",
 }
+STOP = threading.Event()  # set on Ctrl-C: no pair starts another row (a rerun resumes)
 COLUMNS = ("dataset", "metric", "backbone", "fast preprocessing", "fast value", "exact value", "exact − fast",
            "95% CI", "p", "p (Holm)")
 
@@ -56,7 +58,8 @@ def medfm(args: list[str], env: dict, log) -> int:
 
 
 def run_pair(backbone: str, dataset: str, args, env: dict) -> tuple[str, str, list[str]]:
-    """The pair's rows, in order; a failed row is reported and the pair's later rows still run."""
+    """The pair's rows, in order; a failed row is reported and the pair's later rows still run, unless the
+    run was interrupted (Ctrl-C reaches the child sweeps too; then no further row starts)."""
     rows = ["--preset", "mansoori2025", "--scenarios", "frozen", "--heads", "linear", "--seeds", args.seeds,
             "--backbones", backbone, "--datasets", dataset]
     for w in args.weights:
@@ -64,6 +67,8 @@ def run_pair(backbone: str, dataset: str, args, env: dict) -> tuple[str, str, li
     failed = []
     with open(args.store / "logs" / f"{dataset}-{backbone}.log", "a") as log:
         for mode in args.modes:
+            if STOP.is_set():
+                break
             t0 = time.perf_counter()
             rc = medfm(["sweep", *rows, *MODES[mode]], env, log)
             took = time.perf_counter() - t0
@@ -126,9 +131,16 @@ def main() -> int:
         pairs = [(b, d) for d in args.datasets.split(",") for b in args.backbones.split(",")]
         print(f"{len(pairs)} pairs x {len(args.modes)} rows, {args.jobs} at a time, {threads} thread(s) each; "
               f"logs in {args.store / 'logs'}", flush=True)
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        pool = ThreadPoolExecutor(max_workers=args.jobs)
+        try:
             for b, d, bad in pool.map(lambda p: run_pair(*p, args, env), pairs):
                 failed += [f"{d} {b} {m}" for m in bad]
+        except KeyboardInterrupt:
+            STOP.set()  # before waiting: the running sweeps got the Ctrl-C themselves; no pair starts another row
+            pool.shutdown(wait=True, cancel_futures=True)
+            print("interrupted: rerun the same command to resume (finished rows are kept)", flush=True)
+            return 130
+        pool.shutdown()
     out = args.store / "report"
     with open(args.store / "logs" / "report.log", "a") as log:
         rc = medfm(["report", "--bootstrap", str(args.bootstrap), "--out", str(out)], env, log)
